@@ -132,32 +132,38 @@ def _rows_to_frame(rows: Iterable[dict]) -> pd.DataFrame:
     return _to_pandas(pa.Table.from_pylist(list(rows), schema=HASH_SCHEMA))
 
 
+def _hash_rows(paths: Sequence[str], *, workers: int, chunksize: int) -> list[dict]:
+    if workers <= 1 or len(paths) < 2 * chunksize:
+        return [hash_file(p) for p in paths]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(hash_file, paths, chunksize=chunksize))
+
+
 def hash_files(paths: Sequence[str | Path], *, workers: int = 2, chunksize: int = 16) -> pd.DataFrame:
     """Hash files in a process pool (``workers`` processes; 0 or 1 hashes in this process).
 
-    Returns one row per input path, in input order, with the columns of :data:`HASH_SCHEMA` plus ``path``.
+    Returns one row per input path, in input order, with the columns ``path`` + :data:`HASH_SCHEMA`.
     """
     paths = [str(p) for p in paths]
-    if workers <= 1 or len(paths) < 2 * chunksize:
-        rows = [hash_file(p) for p in paths]
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            rows = list(pool.map(hash_file, paths, chunksize=chunksize))
-    frame = _rows_to_frame(rows)
+    frame = _rows_to_frame(_hash_rows(paths, workers=workers, chunksize=chunksize))
     frame.insert(0, "path", paths)
     return frame
 
 
-def read_hash_cache(cache_path: str | Path) -> pd.DataFrame:
-    """The cache as a frame (empty with the right columns if the file does not exist)."""
+def _read_cache_table(cache_path: str | Path) -> pa.Table:
     cache_path = Path(cache_path)
     if not cache_path.exists():
-        return _to_pandas(HASH_SCHEMA.empty_table())
+        return HASH_SCHEMA.empty_table()
     table = pq.read_table(cache_path)
     missing = set(HASH_COLUMNS) - set(table.column_names)
     if missing:
         raise ValueError(f"{cache_path} is not a hash cache: missing columns {sorted(missing)}")
-    return _to_pandas(table.select(HASH_COLUMNS).cast(HASH_SCHEMA))
+    return table.select(HASH_COLUMNS).cast(HASH_SCHEMA)
+
+
+def read_hash_cache(cache_path: str | Path) -> pd.DataFrame:
+    """The cache as a frame (empty with the right columns if the file does not exist)."""
+    return _to_pandas(_read_cache_table(cache_path))
 
 
 def write_parquet_atomic(table: pa.Table, path: str | Path, **write_options) -> None:
@@ -188,34 +194,28 @@ def update_hash_cache(
     with its old rows kept, so it only grows. Returns one row per input file, in order: ``path`` +
     :data:`HASH_SCHEMA`.
     """
-    cache = read_hash_cache(cache_path)
-    cache = cache[cache["hasher"] == HASHER_ID]
-    known = set(cache["sha256"])
+    cache_rows = [r for r in _read_cache_table(cache_path).to_pylist() if r["hasher"] == HASHER_ID]
+    by_sha = {r["sha256"]: r for r in cache_rows}
     todo: dict[str, str] = {}  # sha256 -> path, one file per unknown sha256
     for path, sha in files:
-        if sha not in known and sha not in todo:
+        if sha not in by_sha and sha not in todo:
             todo[sha] = str(path)
-    fresh = hash_files(list(todo.values()), workers=workers) if todo else _rows_to_frame([])
-    fresh_by_path = {row["path"]: row for row in fresh.to_dict("records")}
+    todo_paths = list(todo.values())
+    fresh_rows = _hash_rows(todo_paths, workers=workers, chunksize=16) if todo_paths else []
+    fresh_by_path = dict(zip(todo_paths, fresh_rows))
+    for row in fresh_rows:
+        if row["sha256"]:
+            by_sha[row["sha256"]] = row
+    table = pa.Table.from_pylist([by_sha[k] for k in sorted(by_sha)], schema=HASH_SCHEMA)
+    write_parquet_atomic(table, cache_path, compression="zstd")
 
-    readable = fresh[fresh["sha256"] != ""].drop(columns=["path"], errors="ignore")
-    merged = pd.concat([f for f in (cache, readable) if len(f)], ignore_index=True) if len(readable) else cache
-    merged = merged.drop_duplicates("sha256", keep="last").sort_values("sha256", kind="stable")
-    table = pa.Table.from_pandas(merged[HASH_COLUMNS], schema=HASH_SCHEMA, preserve_index=False)
-    write_parquet_atomic(table.replace_schema_metadata(None), cache_path, compression="zstd")
-
-    by_sha = {row["sha256"]: row for row in merged.to_dict("records")}
     out_rows = []
     for path, sha in files:
         path = str(path)
-        row = fresh_by_path.get(path) if todo.get(sha) == path else None
-        if row is None:
-            row = by_sha[sha]
-        row = dict(row)
+        row = dict(fresh_by_path[path] if todo.get(sha) == path else by_sha[sha])
         if row["sha256"] == "":  # unreadable: keep the caller's sha256 so the file stays identifiable
             row["sha256"] = sha
-        row["path"] = path
         out_rows.append(row)
     out = _rows_to_frame(out_rows)
-    out.insert(0, "path", [r["path"] for r in out_rows])
+    out.insert(0, "path", [str(p) for p, _ in files])
     return out
