@@ -12,7 +12,7 @@ from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.common import params
+from flows.common import params, run_logged
 from gencomp.config import EvalDataset, EvaluateParams
 from gencomp.data.eval_sets import folder_images, shard_images
 from gencomp.evaluate import expand_grid, run_grid
@@ -64,8 +64,12 @@ def _evaluate(p: EvaluateParams) -> dict:
 
 
 @flow(name="evaluate", log_prints=True)
-def evaluate_flow() -> dict:
+def evaluate_flow(via_dvc: bool = False) -> dict:
+    """The evaluate stage. ``via_dvc`` (deployments) asks DVC to run the stage, keeping its lineage."""
+    if via_dvc:
+        return {"dvc": run_logged(["dvc", "repro", "--single-item", "evaluate"])}
     p = params().evaluate
+    # the grid runs as a subflow so that its task runner (threads or Dask) can come from params.yaml
     return flow(name="evaluate-grid", task_runner=task_runner(p), log_prints=True)(_evaluate)(p)
 
 

@@ -142,6 +142,14 @@ class ReportParams(_Section):
     reference_points: bool = True
 
 
+class DeploymentsParams(_Section):
+    """Prefect deployments served by `python -m flows.deployments` (not a DVC stage)."""
+
+    rescrape_cron: str = "0 3 * * 1"  # Mondays 03:00
+    timezone: str = "UTC"
+    train_presets: list[str] = ["demo", "cpu-full", "gpu"]
+
+
 class Params(_Section):
     scrape: ScrapeParams = ScrapeParams()
     dedupe: DedupeParams = DedupeParams()
@@ -150,6 +158,7 @@ class Params(_Section):
     train_vaegan: TrainParams = TrainParams(out="models/vaegan")
     evaluate: EvaluateParams
     report: ReportParams = ReportParams()
+    deployments: DeploymentsParams = DeploymentsParams()
 
     @model_validator(mode="after")
     def _report_dataset_exists(self) -> Params:
