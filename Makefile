@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install repro test bench clean-outputs
+.PHONY: install repro test bench prefect-server serve
 
 install: $(VENV)/.installed
 
@@ -23,3 +23,14 @@ test: install
 
 bench: install
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) benchmarks/run_all.py
+
+# Run with Prefect (README "Run with Prefect"): a local server with its SQLite database under .prefect/ ...
+PREFECT_PORT ?= 4200
+export PREFECT_SERVER_ANALYTICS_ENABLED = false
+prefect-server: install
+	PREFECT_HOME="$(CURDIR)/.prefect" $(BIN)/prefect server start --host 127.0.0.1 --port $(PREFECT_PORT)
+
+# ... and, in a second terminal, the process that executes the deployments' runs, one at a time.
+serve: install
+	PATH="$(abspath $(BIN)):$$PATH" PREFECT_HOME="$(CURDIR)/.prefect" \
+	PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api $(PY) -m flows.deployments
