@@ -3,15 +3,27 @@
 A codec turns an RGB image into the bytes of a complete ``.gcz`` file (container header included, see
 ``container.py``) and back. Evaluation and the command line only ever use this interface, so a bpp or a
 compression ratio is always the length of a file that decodes.
+
+Settings are validated once, in ``Codec.__init__``: unknown names, wrong types and values outside
+``choices`` raise ``ValueError`` naming the codec and the setting. Decoding reads everything it needs from
+the file's header; the only setting a decoder uses is the model of a generative codec.
 """
 
 from __future__ import annotations
 
 import abc
+import os
+import threading
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from PIL import Image
+
+from gencomp.codecs.container import Container, CorruptPayload, FingerprintMismatch, UnknownCodec, unpack
+
+if TYPE_CHECKING:  # models pull in torch; classical codecs must not need them at import time
+    from gencomp.models.store import LoadedModel
 
 
 @dataclass(frozen=True)
@@ -25,12 +37,44 @@ class Param:
     choices: tuple[Any, ...] | None = None
 
 
+def _coerce(codec: str, param: Param, value: Any) -> Any:
+    if value is None:
+        if param.default is None or param.type == "path":
+            return None
+        raise ValueError(f"codec {codec!r}: setting {param.name!r} cannot be empty")
+    try:
+        if param.type == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            value = int(value)
+        elif param.type == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            value = float(value)
+        elif param.type == "str":
+            if not isinstance(value, str):
+                raise ValueError
+        elif param.type == "path":
+            if not isinstance(value, (str, os.PathLike)) and not hasattr(value, "kind"):
+                raise ValueError  # a path, or an already loaded model (LoadedModel)
+        else:  # pragma: no cover - a codec author's mistake
+            raise TypeError(f"unknown Param type {param.type!r}")
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"codec {codec!r}: setting {param.name!r} must be of type {param.type}, got {value!r}"
+        ) from None
+    if param.choices is not None and value not in param.choices:
+        raise ValueError(f"codec {codec!r}: setting {param.name!r} must be one of {list(param.choices)}, got {value!r}")
+    return value
+
+
 class Codec(abc.ABC):
     """encode(image) -> bytes, decode(bytes) -> image."""
 
     name: ClassVar[str]  # registry key, e.g. "jpeg", "gan-inversion", "vaegan-c8"
     family: ClassVar[str]  # "classical", "gan", "vaegan"
     codec_id: ClassVar[int]  # stable id written into the container header
+    bitstream: ClassVar[str]  # payload format; codecs with the same one decode each other's files
     params: ClassVar[tuple[Param, ...]] = ()
 
     def __init__(self, **settings: Any):
@@ -38,7 +82,9 @@ class Codec(abc.ABC):
         unknown = set(settings) - set(known)
         if unknown:
             raise ValueError(f"codec {self.name!r} has no setting(s) {sorted(unknown)}; it takes {sorted(known)}")
-        self.settings: dict[str, Any] = {p.name: settings.get(p.name, p.default) for p in self.params}
+        self.settings: dict[str, Any] = {
+            p.name: _coerce(self.name, p, settings.get(p.name, p.default)) for p in self.params
+        }
 
     @abc.abstractmethod
     def encode(self, image: Image.Image) -> bytes:
@@ -54,7 +100,95 @@ class Codec(abc.ABC):
         return b""
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "family": self.family, "settings": dict(self.settings)}
+        settings = {k: (str(v.path) if hasattr(v, "kind") else v) for k, v in self.settings.items()}
+        return {"name": self.name, "family": self.family, "settings": settings}
+
+    def open_container(self, data: bytes) -> Container:
+        """Unpack ``data`` and check that this codec can decode its payload."""
+        container = unpack(data)
+        try:
+            writer = REGISTRY.by_id(container.codec_id)
+        except KeyError:
+            raise UnknownCodec(f"file was written by codec id {container.codec_id}, unknown to this gencomp") from None
+        if writer.bitstream != self.bitstream:
+            raise CorruptPayload(f"file holds a {writer.name!r} bitstream, which codec {self.name!r} cannot decode")
+        return container
+
+    @staticmethod
+    def check_rgb(image: Image.Image) -> Image.Image:
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"expected a PIL image, got {type(image).__name__}")
+        if image.mode != "RGB":
+            raise ValueError(f"expected an RGB image (decode through gencomp.data.images.open_image), got mode {image.mode}")
+        return image
+
+
+# -- generative codecs: a model file ---------------------------------------------------------------------
+
+DEFAULT_MODEL_PATHS = {"gan": "models/gan/model.pt", "vaegan": "models/vaegan/model.pt"}
+MODEL_ENV_VARS = {"gan": "GENCOMP_GAN_MODEL", "vaegan": "GENCOMP_VAEGAN_MODEL"}
+
+_model_cache: dict[tuple[str, int, int], LoadedModel] = {}
+_model_cache_lock = threading.Lock()
+
+
+def default_model_path(kind: str) -> Path:
+    """``$GENCOMP_GAN_MODEL`` / ``$GENCOMP_VAEGAN_MODEL`` if set, else the training stage's output path."""
+    return Path(os.environ.get(MODEL_ENV_VARS[kind]) or DEFAULT_MODEL_PATHS[kind])
+
+
+def load_model_cached(path: str | os.PathLike) -> LoadedModel:
+    """Load a model file once per (path, size, mtime): an evaluation grid reuses one model for many images."""
+    from gencomp.models.store import load_model
+
+    path = Path(path)
+    try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        return load_model(path)  # raises ModelFileError with a clear message
+    with _model_cache_lock:
+        if key not in _model_cache:
+            _model_cache[key] = load_model(path)
+        return _model_cache[key]
+
+
+class ModelCodec(Codec):
+    """A codec that needs a trained model; ``settings["model"]`` is a path or a LoadedModel."""
+
+    model_kind: ClassVar[str]  # "gan" | "vaegan"
+
+    def __init__(self, **settings: Any):
+        super().__init__(**settings)
+        self._loaded: LoadedModel | None = None
+
+    @property
+    def loaded(self) -> LoadedModel:
+        if self._loaded is None:
+            model = self.settings.get("model")
+            loaded = model if hasattr(model, "kind") else load_model_cached(model or default_model_path(self.model_kind))
+            if loaded.kind != self.model_kind:
+                raise ValueError(
+                    f"codec {self.name!r} needs a {self.model_kind!r} model, but {loaded.path} is a {loaded.kind!r} model"
+                )
+            self._loaded = loaded
+        return self._loaded
+
+    @property
+    def fingerprint(self) -> bytes:
+        from gencomp.codecs.container import fingerprint_bytes
+
+        return fingerprint_bytes(self.loaded.fingerprint)
+
+    def check_fingerprint(self, container: Container) -> None:
+        if container.fingerprint != self.fingerprint:
+            raise FingerprintMismatch(
+                f"file was encoded with model {container.fingerprint.hex()}, but the model given is "
+                f"{self.fingerprint.hex()} ({self.loaded.path}); decode it with the model that encoded it"
+            )
+
+
+# -- registry --------------------------------------------------------------------------------------------
 
 
 @dataclass
