@@ -39,7 +39,9 @@ def _validated(rate: Sequence[float], quality: Sequence[float], what: str, metho
     if r.shape != q.shape:
         raise ValueError(f"{what}: {r.size} rates but {q.size} quality values")
     if r.size < MIN_POINTS[method]:
-        raise ValueError(f"{what}: method {method!r} needs at least {MIN_POINTS[method]} points, got {r.size}")
+        raise ValueError(
+            f"{what}: method {method!r} needs at least {MIN_POINTS[method]} points, got {r.size}"
+        )
     if not (np.all(np.isfinite(r)) and np.all(np.isfinite(q))):
         raise ValueError(f"{what}: rates and quality values must be finite")
     if np.any(r <= 0):
