@@ -13,15 +13,23 @@ ANCHOR_PSNR = [24.9, 29.0, 32.7, 34.6, 36.4]
 @pytest.mark.parametrize("method", METHODS)
 def test_halved_rates_give_minus_50_percent(method):
     test_bpp = [r / 2 for r in ANCHOR_BPP]
-    assert bd_rate(ANCHOR_BPP, ANCHOR_PSNR, test_bpp, ANCHOR_PSNR, method=method) == pytest.approx(-50.0, abs=1e-9)
+    assert bd_rate(ANCHOR_BPP, ANCHOR_PSNR, test_bpp, ANCHOR_PSNR, method=method) == pytest.approx(
+        -50.0, abs=1e-9
+    )
     # and the anchor against the test: twice the bits
-    assert bd_rate(test_bpp, ANCHOR_PSNR, ANCHOR_BPP, ANCHOR_PSNR, method=method) == pytest.approx(100.0, abs=1e-9)
+    assert bd_rate(test_bpp, ANCHOR_PSNR, ANCHOR_BPP, ANCHOR_PSNR, method=method) == pytest.approx(
+        100.0, abs=1e-9
+    )
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_same_curve_is_zero(method):
-    assert bd_rate(ANCHOR_BPP, ANCHOR_PSNR, ANCHOR_BPP, ANCHOR_PSNR, method=method) == pytest.approx(0.0, abs=1e-12)
-    assert bd_quality(ANCHOR_BPP, ANCHOR_PSNR, ANCHOR_BPP, ANCHOR_PSNR, method=method) == pytest.approx(0.0, abs=1e-12)
+    assert bd_rate(ANCHOR_BPP, ANCHOR_PSNR, ANCHOR_BPP, ANCHOR_PSNR, method=method) == pytest.approx(
+        0.0, abs=1e-12
+    )
+    assert bd_quality(ANCHOR_BPP, ANCHOR_PSNR, ANCHOR_BPP, ANCHOR_PSNR, method=method) == pytest.approx(
+        0.0, abs=1e-12
+    )
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -34,7 +42,9 @@ def test_hand_worked_linear_curves(method):
     psnr = np.array([30.0, 33.0, 36.0, 40.0])
     anchor_rate = np.exp((psnr - 30) / 5)
     test_rate = np.exp((psnr - 30) / 4)
-    assert bd_rate(anchor_rate, psnr, test_rate, psnr, method=method) == pytest.approx(28.402541668774, rel=1e-9)
+    assert bd_rate(anchor_rate, psnr, test_rate, psnr, method=method) == pytest.approx(
+        28.402541668774, rel=1e-9
+    )
     assert bd_psnr(anchor_rate, psnr, test_rate, psnr, method=method) == pytest.approx(-1.0, abs=1e-9)
 
 
@@ -63,7 +73,9 @@ def test_unsorted_points_are_accepted():
     bpp = [ANCHOR_BPP[i] for i in order]
     psnr = [ANCHOR_PSNR[i] for i in order]
     for method in METHODS:
-        assert bd_rate(ANCHOR_BPP, ANCHOR_PSNR, [r / 2 for r in bpp], psnr, method=method) == pytest.approx(-50.0)
+        assert bd_rate(ANCHOR_BPP, ANCHOR_PSNR, [r / 2 for r in bpp], psnr, method=method) == pytest.approx(
+            -50.0
+        )
 
 
 def test_no_overlap_raises():

@@ -47,7 +47,9 @@ def test_pil_and_array_inputs_agree():
     arr = _random_image(40, 30)
     other = _noisy(arr, 10)
     assert metrics.psnr(Image.fromarray(arr), Image.fromarray(other)) == metrics.psnr(arr, other)
-    assert metrics.ssim(Image.fromarray(arr), Image.fromarray(other)) == pytest.approx(metrics.ssim(arr, other))
+    assert metrics.ssim(Image.fromarray(arr), Image.fromarray(other)) == pytest.approx(
+        metrics.ssim(arr, other)
+    )
 
 
 def test_ssim_matches_pytorch_msssim_on_0_255():
