@@ -166,6 +166,22 @@ def read_hash_cache(cache_path: str | Path) -> pd.DataFrame:
     return _to_pandas(_read_cache_table(cache_path))
 
 
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync it and rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_parquet_atomic(table: pa.Table, path: str | Path, **write_options) -> None:
     """Write ``table`` to a temporary file beside ``path`` and rename it into place."""
     path = Path(path)
