@@ -1,0 +1,157 @@
+"""The training loop end to end on tiny models and a synthetic dataset: outputs, presets, prior fitting."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import IterableDataset
+
+from gencomp.models import load_model
+from gencomp.train.checkpoint import load_checkpoint
+from gencomp.train.loop import train
+from gencomp.train.presets import PRESETS, resolve_preset
+
+torch.set_num_threads(1)
+
+
+class AstronautCrops(IterableDataset):
+    """Random crops of skimage's astronaut photo, deterministic given (seed, epoch) like the shard loader."""
+
+    def __init__(self, crop: int = 32, count: int = 24, seed: int = 0, delay_s: float = 0.0):
+        from skimage import data
+
+        self.image = torch.from_numpy(np.ascontiguousarray(data.astronaut())).permute(2, 0, 1).float() / 255
+        self.crop, self.count, self.seed, self.delay_s = crop, count, seed, delay_s
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        import time
+
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        side = self.image.shape[1] - self.crop
+        for _ in range(self.count):
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            y, x = torch.randint(0, side, (2,), generator=g).tolist()
+            yield self.image[:, y:y + self.crop, x:x + self.crop].clone()
+
+
+TINY_GAN = dict(steps=4, encoder_steps=3, batch_size=4, tile=32, g_width=4, d_width=4, e_width=4,
+                checkpoint_every=3, val_every=2, log_every=2, val_batches=1)
+TINY_VAEGAN = dict(steps=5, batch_size=4, crop=32, width=8, d_width=4, adv_start=2, prior_fit_batches=2,
+                   checkpoint_every=3, val_every=2, log_every=2, val_batches=1, channel_set=[28, 8, 2])
+
+
+def _lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_every_preset_resolves():
+    for kind, table in PRESETS.items():
+        for name in table:
+            cfg = resolve_preset(kind, name)
+            assert cfg["steps"] > 0
+
+
+def test_resolve_preset_rejects_unknown_and_mistyped_settings():
+    with pytest.raises(ValueError, match="valid keys: .*batch_size"):
+        resolve_preset("vaegan", "demo", {"batchsize": 3})
+    with pytest.raises(ValueError, match="must be an integer"):
+        resolve_preset("gan", "demo", {"steps": "ten"})
+    with pytest.raises(ValueError, match="valid presets"):
+        resolve_preset("gan", "huge")
+    with pytest.raises(ValueError, match="divisible"):
+        resolve_preset("vaegan", "demo", {"crop": 40})
+    with pytest.raises(ValueError, match="one of"):
+        resolve_preset("vaegan", "demo", {"recon_loss": "l3"})
+    cfg = resolve_preset("vaegan", "demo", {"kl_weight": 0})
+    assert cfg["kl_weight"] == 0.0 and isinstance(cfg["kl_weight"], float)
+    assert PRESETS["vaegan"]["demo"]["kl_weight"] != 0  # resolving returns a copy
+
+
+def test_train_gan_writes_checkpoint_model_and_logs(tmp_path):
+    out = tmp_path / "gan"
+    summary = train("gan", data_dir=None, out_dir=out, overrides=TINY_GAN, dataset=AstronautCrops(32),
+                    val_dataset=AstronautCrops(32, count=8, seed=1), progress=False)
+    assert summary["step"] == 7 and summary["samples_consumed"] == 28
+    assert json.loads((out / "train_summary.json").read_text())["fingerprint"] == summary["fingerprint"]
+    assert set(summary["val"]) == {"inversion_psnr", "inversion_ssim"}
+
+    rows = _lines(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, 8))
+    assert [r["phase"] for r in rows] == ["gan"] * 4 + ["encoder"] * 3
+    assert all(np.isfinite(r["loss_g"]) for r in rows[:4]) and all(np.isfinite(r["loss_e"]) for r in rows[4:])
+
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt["step"] == 7 and set(ckpt["models"]) == {"generator", "discriminator", "encoder", "generator_ema"}
+    loaded = load_model(out / "model.pt")
+    assert loaded.kind == "gan" and loaded.fingerprint == summary["fingerprint"]
+    # the stored generator is the EMA copy, not the raw one
+    torch.testing.assert_close(loaded.generator.state_dict()["project.weight"],
+                               ckpt["models"]["generator_ema"]["project.weight"])
+    assert (out / "dvclive" / "plots" / "images" / "samples.png").is_file()
+    assert (out / "dvclive" / "plots" / "metrics" / "train" / "loss_d.tsv").is_file()
+    assert not list(out.glob("*.tmp"))
+
+
+def test_train_vaegan_poster_style_fits_prior(tmp_path):
+    out = tmp_path / "vaegan"
+    summary = train("vaegan", data_dir=None, out_dir=out, overrides=dict(TINY_VAEGAN, quant_step=0.5),
+                    dataset=AstronautCrops(32), val_dataset=AstronautCrops(32, count=8, seed=1), progress=False)
+    assert summary["prior_fitted"] and summary["quant_step"] == 0.5
+    assert {"psnr_c28", "ssim_c8", "bpp_c2"} <= set(summary["val"])
+    assert summary["val"]["bpp_c28"] > summary["val"]["bpp_c2"]
+    loaded = load_model(out / "model.pt")
+    assert loaded.config["quant_step"] == 0.5 and loaded.config["prior"]["fitted"] is True
+    mean, scale = loaded.prior.channel_params()
+    assert not np.allclose(scale, 1.0)  # fitted, not the initial N(0, 1)
+    # the fitted prior matches the encoder's statistics on the training data
+    batch = torch.stack(list(AstronautCrops(32, count=8)))
+    with torch.no_grad():
+        symbols = loaded.model.encode(batch) / 0.5
+    np.testing.assert_allclose(mean, symbols.mean(dim=(0, 2, 3)).numpy(), atol=1e-4)
+    rows = _lines(out / "metrics.jsonl")
+    assert {r["channels"] for r in rows} <= {28, 8, 2}
+    assert all("loss_adv" in r for r in rows if r["step"] > 2)
+
+
+def test_train_vaegan_rate_aware_learns_prior(tmp_path):
+    out = tmp_path / "vaegan_rate"
+    summary = train("vaegan", data_dir=None, out_dir=out, overrides=dict(TINY_VAEGAN, rate_lambda=0.05),
+                    dataset=AstronautCrops(32), progress=False)
+    assert summary["rate_aware"] and summary["quant_step"] == 1.0 and not summary["prior_fitted"]
+    rows = _lines(out / "metrics.jsonl")
+    assert all(r["bpp"] > 0 for r in rows)
+    loaded = load_model(out / "model.pt")
+    assert loaded.config["quant_step"] == 1.0 and loaded.config["prior"]["fitted"] is False
+    mean, _ = loaded.prior.channel_params()
+    assert np.any(mean != 0)  # the prior's own optimiser moved it
+    assert "val_note" not in summary and summary["val"] == {}  # no val data injected: no val metrics
+
+
+def test_resume_refuses_a_different_experiment(tmp_path):
+    out = tmp_path / "gan"
+    train("gan", data_dir=None, out_dir=out, overrides=TINY_GAN, dataset=AstronautCrops(32), progress=False)
+    with pytest.raises(ValueError, match="g_width"):
+        train("gan", data_dir=None, out_dir=out, overrides=dict(TINY_GAN, g_width=8), resume=True,
+              dataset=AstronautCrops(32), progress=False)
+    with pytest.raises(ValueError, match="not 'vaegan'"):
+        train("vaegan", data_dir=None, out_dir=out, overrides=TINY_VAEGAN, resume=True,
+              dataset=AstronautCrops(32), progress=False)
+
+
+def test_too_small_dataset_is_a_clear_error(tmp_path):
+    with pytest.raises(RuntimeError, match="no full batch"):
+        train("vaegan", data_dir=None, out_dir=tmp_path, overrides=TINY_VAEGAN,
+              dataset=AstronautCrops(32, count=2), progress=False)
+
+
+def test_train_needs_data(tmp_path):
+    with pytest.raises(ValueError, match="data_dir"):
+        train("gan", data_dir=None, out_dir=tmp_path, overrides=TINY_GAN, progress=False)
