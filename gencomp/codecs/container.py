@@ -20,7 +20,8 @@ Layout, version 1 (all integers little-endian; "varint" is unsigned LEB128, at m
     payload      ...       the codec's own bitstream
     crc32        4 bytes   zlib.crc32 of every byte before it
 
-A JPEG file of a 768x512 image with one parameter costs 4+1+1+8+2+2+1+5+3+4 = 31 bytes of container.
+A JPEG of a 768x512 image (parameter q=75, payload 16 KiB..2 MiB) costs 4+1+1+8+2+2+1+6+3+4 = 32 bytes
+of container.
 Checks run in this order, so each failure gets the most specific error: magic (BadMagic), version
 (UnsupportedVersion), the structure (Truncated / TrailingData), the CRC (CrcMismatch), then the meaning of
 the fields (MalformedHeader). Codec lookup (UnknownCodec), model match (FingerprintMismatch) and payload
