@@ -1,0 +1,214 @@
+"""The crawl manifest: ``<out>/manifest.parquet``, one row per URL tried, appended across rescrapes.
+
+Every image URL the crawl tried gets a row, whatever happened to it (``status`` is "ok" or a reason code), and
+so does every page that failed; nothing is dropped silently. A rescrape into the same folder appends its rows
+after the old ones, so the newest row for a URL is its current state and the older rows are its history.
+
+Columns (:data:`MANIFEST_SCHEMA`):
+    url            canonical URL that was requested
+    page_url       page the URL was found on ("" for start URLs)
+    kind           "image" or "page"
+    status         "ok" | "not_modified" | "duplicate_content" | "vanished" | a reason code (see STATUSES)
+    error          human-readable message, "" when ok
+    http_status    final HTTP status, 0 when no response arrived (timeout, robots, offsite ...)
+    sha256         hash of the body ("" when none); for not_modified, the stored file's hash
+    path           stored file relative to the out dir, "" when nothing is stored for this row
+    width, height  pixels as displayed (EXIF orientation applied), 0 when unknown
+    format         Pillow format name ("JPEG", "PNG" ...), "" when unknown
+    frames         frame count (animations), 0 when unknown
+    bytes          body size in bytes, 0 when none
+    content_type   Content-Type response header
+    fetched_at     UTC time the row was produced
+    etag, last_modified   validators from the response, used for conditional requests on the next run
+    license        licence hint from the page (rel=license / meta), "" if none
+    crawl_id       identifies the run that wrote the row (UTC start time)
+
+Which rows point at stored files: ``path != ""`` (statuses ok, not_modified, duplicate_content). Unique stored
+images: the distinct ``sha256`` over those rows; status "ok" alone lists each content once per run.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+MANIFEST_NAME = "manifest.parquet"
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("url", pa.string()),
+        ("page_url", pa.string()),
+        ("kind", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("http_status", pa.int32()),
+        ("sha256", pa.string()),
+        ("path", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("format", pa.string()),
+        ("frames", pa.int32()),
+        ("bytes", pa.int64()),
+        ("content_type", pa.string()),
+        ("fetched_at", pa.timestamp("us", tz="UTC")),
+        ("etag", pa.string()),
+        ("last_modified", pa.string()),
+        ("license", pa.string()),
+        ("crawl_id", pa.string()),
+    ]
+)
+MANIFEST_COLUMNS: tuple[str, ...] = tuple(MANIFEST_SCHEMA.names)
+
+# Statuses that point at a stored file.
+STORED_STATUSES: frozenset[str] = frozenset({"ok", "not_modified", "duplicate_content"})
+
+# Every status the crawler writes, for documentation and validation of rows.
+STATUSES: frozenset[str] = STORED_STATUSES | frozenset(
+    {
+        "vanished",  # was stored by an earlier run, now 404/410
+        "duplicate_url",  # the same canonical URL found again on another page: fetched once only
+        "robots",  # disallowed by robots.txt, never requested
+        "offsite",  # host outside allowed_domains, never requested
+        "offsite_redirect",  # the server redirected outside allowed_domains; the redirect was not followed
+        "too_many_redirects",
+        "timeout",
+        "too_large_bytes",  # body over the byte cap; the download was aborted
+        "connection_error",
+        "download_error",
+        "http_5xx",
+        # http_<code> for 4xx and other non-2xx codes, plus the image reason codes of gencomp.data.images:
+        "not_an_image",
+        "unsupported_format",
+        "too_large",
+        "too_small",
+        "truncated",
+        "corrupt",
+    }
+)
+
+_DEFAULTS = {
+    pa.string(): "",
+    pa.int32(): 0,
+    pa.int64(): 0,
+}
+
+
+def manifest_path(out_dir: str | Path) -> Path:
+    return Path(out_dir) / MANIFEST_NAME
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def normalise_row(row: dict) -> dict:
+    """A row with exactly the manifest columns: missing values get their column default, extras are an error."""
+    extra = set(row) - set(MANIFEST_COLUMNS)
+    if extra:
+        raise ValueError(f"unknown manifest columns {sorted(extra)}")
+    for required in ("url", "status"):
+        if not row.get(required):
+            raise ValueError(f"manifest row lacks {required!r}: {row!r}")
+    out = {}
+    for field in MANIFEST_SCHEMA:
+        value = row.get(field.name)
+        if value is None:
+            value = utc_now() if field.name == "fetched_at" else _DEFAULTS[field.type]
+        out[field.name] = value
+    return out
+
+
+def rows_to_table(rows: list[dict]) -> pa.Table:
+    normalised = [normalise_row(r) for r in rows]
+    return pa.Table.from_pylist(normalised, schema=MANIFEST_SCHEMA)
+
+
+def read_manifest(out_dir: str | Path) -> pa.Table:
+    """The manifest table, or an empty one with the schema when none exists yet.
+
+    Raises ``ValueError`` when the file exists but lacks manifest columns: appending to a foreign file would
+    lose its data.
+    """
+    path = manifest_path(out_dir)
+    if not path.exists():
+        return MANIFEST_SCHEMA.empty_table()
+    table = pq.read_table(path)
+    missing = set(MANIFEST_COLUMNS) - set(table.column_names)
+    if missing:
+        raise ValueError(f"{path} is not a crawl manifest: it lacks columns {sorted(missing)}")
+    return table.select(list(MANIFEST_COLUMNS)).cast(MANIFEST_SCHEMA)
+
+
+def write_manifest(out_dir: str | Path, table: pa.Table) -> Path:
+    """Write the whole manifest atomically (temp file in the same folder, then ``os.replace``)."""
+    path = manifest_path(out_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table.cast(MANIFEST_SCHEMA), tmp, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+@dataclass(frozen=True)
+class PreviousImage:
+    """What an earlier run knew about an image URL: enough for a conditional request and a 304 row."""
+
+    url: str
+    status: str
+    sha256: str
+    path: str
+    width: int
+    height: int
+    format: str
+    frames: int
+    bytes: int
+    content_type: str
+    etag: str
+    last_modified: str
+
+    @property
+    def stored(self) -> bool:
+        return self.status in STORED_STATUSES and bool(self.path)
+
+
+def previous_images(table: pa.Table) -> dict[str, PreviousImage]:
+    """The latest row per image URL of an existing manifest (rows are in run order, so the last one wins).
+
+    A URL whose latest row is not a stored file is still returned (``stored`` is False) so a rescrape knows
+    it was tried; only stored entries get conditional headers.
+    """
+    latest: dict[str, PreviousImage] = {}
+    columns = list(PreviousImage.__dataclass_fields__)
+    images = table.filter(pc.equal(table["kind"], "image")) if table.num_rows else table
+    for rec in images.select(columns).to_pylist():
+        entry = PreviousImage(**rec)
+        current = latest.get(entry.url)
+        if entry.status == "duplicate_url":
+            continue  # says nothing about the URL's content
+        if entry.stored or entry.status == "vanished" or current is None or not current.stored:
+            latest[entry.url] = entry
+        # else: a transient failure (timeout, 5xx, robots) after a stored row leaves the file current.
+    return latest
+
+
+def known_hashes(table: pa.Table) -> set[str]:
+    """sha256 values of content already stored by earlier runs."""
+    if not table.num_rows:
+        return set()
+    stored = table.filter(pc.not_equal(table["path"], ""))
+    return set(stored["sha256"].to_pylist())
