@@ -15,8 +15,10 @@ symbol plus 6 bits plus the excess's bit length rounded up to 16. Choose the ran
 standard deviations) that escapes are rare.
 
 The bitstream is the ANS coder's 32-bit words in little-endian order. Decoding checks that the coder is
-exactly empty at the end, so most corrupt or mismatched streams raise :class:`EntropyDecodeError` rather
-than returning wrong numbers.
+exactly empty at the end, which catches a stream with data left over (truncated, padded, or decoded with a
+model that spends fewer bits) with :class:`EntropyDecodeError`. It cannot catch a model that spends *more*
+bits (the ANS decoder then reads past the end as zeros): integrity is the container's job (CRC32, and the
+model fingerprint that pins the prior), so no check symbols are spent on it here.
 """
 
 from __future__ import annotations
