@@ -232,7 +232,7 @@ def _poster_markdown(table: str, dataset: str, summary: pd.DataFrame, rows: list
     )
     images = ", ".join(str(c) for c in counts) if counts else "0"
     lines.append(
-        f"\nMeans over {images} image(s) of `{dataset}`. SSIM and PSNR (dB, RGB, peak 255): mean of per-image "
+        f"Means over {images} image(s) of `{dataset}`. SSIM and PSNR (dB, RGB, peak 255): mean of per-image "
         "values. CR = 24 / mean bpp, bpp from the complete file (container header included)."
     )
     if failed:
@@ -436,7 +436,7 @@ def samples_figure_png(panels: Sequence[tuple[str, Path]], *, dataset: str, imag
     rows = math.ceil(len(panels) / columns)
     first = imread(panels[0][1])
     aspect = first.shape[0] / first.shape[1]
-    figure = _new_figure(3.2 * columns, 3.2 * aspect * rows + 0.6 * rows + 0.4)
+    figure = _new_figure(4.0 * columns, 4.0 * aspect * rows + 0.6 * rows + 0.4)
     for k, (title, path) in enumerate(panels):
         axes = figure.add_subplot(rows, columns, k + 1)
         axes.imshow(imread(path), interpolation="antialiased")
