@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import scrapy
+from scrapy import signals
 from scrapy.exceptions import (
     CannotResolveHostError,
     DownloadCancelledError,
@@ -70,8 +71,7 @@ def classify_failure(exc: BaseException) -> tuple[str, str, int]:
     if isinstance(exc, DownloadCancelledError):
         return ("too_large_bytes" if "max size" in message else "download_error"), message, 0
     if isinstance(exc, CancelledError):
-        # The HTTP/1.1 handler cancels a download whose streamed body passes DOWNLOAD_MAXSIZE this way.
-        return "too_large_bytes", message or "download cancelled (body over the byte cap)", 0
+        return "download_error", f"download cancelled ({message})", 0
     if isinstance(
         exc,
         (
@@ -127,6 +127,7 @@ class ImagesSpider(scrapy.Spider):
         self.seen_pages: set[str] = set()
         self.image_first_page: dict[str, str] = {}  # canonical image URL -> page it was first found on
         self.stop_scheduling = False  # set when --max-images is reached
+        self.default_maxsize = 0
         self.pages_crawled = 0  # pages that answered 2xx (a crawl where none did has failed)
 
     @classmethod
@@ -139,7 +140,23 @@ class ImagesSpider(scrapy.Spider):
         spider.previous_table = read_manifest(spider.out_dir)
         spider.previous = previous_images(spider.previous_table)
         spider.known_hashes = known_hashes(spider.previous_table)
+        spider.default_maxsize = crawler.settings.getint("DOWNLOAD_MAXSIZE")
+        crawler.signals.connect(spider._count_bytes, signal=signals.bytes_received)
         return spider
+
+    def _count_bytes(self, data: bytes, request: Request, spider=None) -> None:
+        # The HTTP/1.1 handler aborts a body without Content-Length that streams past DOWNLOAD_MAXSIZE with a
+        # bare DownloadCancelledError; the byte count lets the errback name the reason.
+        request.meta["gencomp_bytes_received"] = request.meta.get("gencomp_bytes_received", 0) + len(data)
+
+    def _classify(self, failure: Failure, request: Request | None) -> tuple[str, str, int]:
+        status, message, http_status = classify_failure(failure.value)
+        if request is not None and isinstance(failure.value, DownloadCancelledError) and status != "too_large_bytes":
+            cap = request.meta.get("download_maxsize", self.default_maxsize)
+            received = request.meta.get("gencomp_bytes_received", 0)
+            if cap and received > cap:
+                status, message = "too_large_bytes", f"received {received} bytes, over the byte cap of {cap}"
+        return status, message, http_status
 
     # -- requests ---------------------------------------------------------------------------------------------
 
@@ -238,7 +255,7 @@ class ImagesSpider(scrapy.Spider):
         request = self._failed_request(failure)
         meta = request.meta if request is not None else {}
         url = meta.get("image_url") or (canonical_url(request.url) if request is not None else "")
-        status, message, http_status = classify_failure(failure.value)
+        status, message, http_status = self._classify(failure, request)
         row = ManifestRow(
             url=url, status=status, page_url=meta.get("page_url", ""), license=meta.get("license", ""),
             error=message, http_status=http_status,
@@ -270,7 +287,7 @@ class ImagesSpider(scrapy.Spider):
 
     def on_page_error(self, failure: Failure):
         request = self._failed_request(failure)
-        status, message, http_status = classify_failure(failure.value)
+        status, message, http_status = self._classify(failure, request)
         yield ManifestRow(
             url=canonical_url(request.url) if request is not None else "",
             kind="page",
