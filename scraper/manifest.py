@@ -81,7 +81,11 @@ STATUSES: frozenset[str] = STORED_STATUSES | frozenset(
         "timeout",
         "too_large_bytes",  # body over the byte cap; the download was aborted
         "connection_error",
+        "data_loss",  # the connection closed before the announced body length arrived
+        "validation_error",  # a validation worker crashed
+        "skipped",  # downloaded after --max-images was reached, not validated
         "download_error",
+        "ignored",  # dropped by another Scrapy component (the message says which)
         "http_5xx",
         # http_<code> for 4xx and other non-2xx codes, plus the image reason codes of gencomp.data.images:
         "not_an_image",

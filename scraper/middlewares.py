@@ -55,6 +55,30 @@ class OffsiteRedirectMiddleware:
         return response
 
 
+class MaxImagesReached(IgnoreRequest):
+    """The crawl stored --max-images images; queued image requests are dropped without being tried."""
+
+
+class MaxImagesMiddleware:
+    """Stop queued image requests once the spider's ``stop_scheduling`` flag is set (``--max-images``).
+
+    Closing the spider cancels the scheduler's queue only gradually, and every image downloaded meanwhile would
+    still be validated and stored; this keeps the overshoot to the downloads already in flight.
+    """
+
+    def __init__(self, crawler):
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler):
+        return cls(crawler)
+
+    def process_request(self, request):
+        if "image_url" in request.meta and getattr(self.crawler.spider, "stop_scheduling", False):
+            raise MaxImagesReached("--max-images reached")
+        return None
+
+
 def parse_retry_after(value: bytes | str | None, *, now: datetime | None = None) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None when absent or invalid."""
     if value is None:

@@ -13,7 +13,7 @@ from concurrent.futures import Future
 
 import pyarrow as pa
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.python.failure import Failure
 
 from scraper.items import FetchedImage, ManifestRow
@@ -55,6 +55,9 @@ class ValidateAndStorePipeline:
         self.min_height = settings.getint("GENCOMP_MIN_HEIGHT", 1)
         self.max_images = settings.getint("GENCOMP_MAX_IMAGES", 0)
         self.pool: ValidationPool | None = None
+        # At most two bodies per worker are queued for validation. Waiting here back-pressures Scrapy (its
+        # scraper slot fills and downloading pauses), which bounds memory and the --max-images overshoot.
+        self.in_flight = DeferredSemaphore(2 * self.workers)
         self.hashes_stored: set[str] = set()
         self.stored_this_run = 0
 
@@ -92,12 +95,18 @@ class ValidateAndStorePipeline:
             license=item.license,
             bytes=len(item.body),
         )
+        await maybe_deferred_to_future(self.in_flight.acquire())
         try:
+            if self.crawler.spider.stop_scheduling:
+                row.status, row.error = "skipped", "downloaded after --max-images was reached; not validated"
+                return row
             result = await maybe_deferred_to_future(deferred_from_future(self.pool.submit(item.body)))
         except Exception as exc:  # a crashed worker must not lose the row
             logger.error("validation failed for %s: %r", item.url, exc)
             row.status, row.error = "validation_error", f"{type(exc).__name__}: {exc}"
             return row
+        finally:
+            self.in_flight.release()
         row.status, row.error, row.sha256, row.path = result.status, result.error, result.sha256, result.path
         row.width, row.height, row.format, row.frames = result.width, result.height, result.format, result.frames
         if result.status == OK:

@@ -39,6 +39,7 @@ GENCOMP_RETRY_BACKOFF_MAX = 30.0
 GENCOMP_RETRY_AFTER_MAX = 120.0  # a longer Retry-After gives up on the URL instead of stalling the crawl
 
 DOWNLOADER_MIDDLEWARES = {
+    "scraper.middlewares.MaxImagesMiddleware": 60,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "scraper.middlewares.BackoffRetryMiddleware": 550,
     # Above RedirectMiddleware (600) so it sees 3xx responses before they are followed.

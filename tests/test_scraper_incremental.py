@@ -105,3 +105,27 @@ def test_write_manifest_roundtrip_and_atomic(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.parquet"]
     with pytest.raises(ValueError, match="unknown manifest columns"):
         rows_to_table([{"url": "u", "status": "ok", "bogus": 1}])
+
+
+def test_max_images_stops_the_crawl(tmp_path):
+    import json
+
+    site, out = tmp_path / "site", tmp_path / "out"
+    site.mkdir()
+    for i in range(12):
+        (site / f"p{i}.jpg").write_bytes(jpeg(200 + i))
+    (site / "index.html").write_text("".join(f'<img src="/p{i}.jpg">' for i in range(12)))
+    with serve(site) as base_url:
+        cmd = build_command(
+            out=out, start_urls=[base_url + "/index.html"], max_images=2, download_delay=0, workers=1, retries=0
+        )
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["finish_reason"] == "max_images"
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    stored = manifest[manifest["status"] == "ok"]
+    # Validations already running finish (at most 2 per worker); everything else is recorded as skipped.
+    assert 2 <= len(stored) <= 3 and summary["images_stored"] == len(stored)
+    assert set(manifest["status"]) <= {"ok", "skipped"}
+    assert len(list((out / "images").rglob("*.jpg"))) == len(stored)

@@ -31,7 +31,7 @@ from twisted.python.failure import Failure
 from scraper.extract import canonical_url, extract_images, extract_links, host_in_domains, is_http_url, license_hint
 from scraper.items import FetchedImage, ManifestRow
 from scraper.manifest import PreviousImage, known_hashes, previous_images, read_manifest
-from scraper.middlewares import OffsiteRedirect
+from scraper.middlewares import MaxImagesReached, OffsiteRedirect
 
 IMAGE_PRIORITY = 10  # images of pages already seen go before further pages (see settings.py)
 GONE_STATUSES = frozenset({404, 410})
@@ -252,6 +252,8 @@ class ImagesSpider(scrapy.Spider):
         )
 
     def on_image_error(self, failure: Failure):
+        if isinstance(failure.value, MaxImagesReached):
+            return  # never tried: the crawl had stored enough images
         request = self._failed_request(failure)
         meta = request.meta if request is not None else {}
         url = meta.get("image_url") or (canonical_url(request.url) if request is not None else "")
