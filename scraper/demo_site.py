@@ -14,6 +14,7 @@ import contextlib
 import functools
 import hashlib
 import html
+import importlib.util
 import io
 import os
 import random
@@ -96,18 +97,24 @@ class SiteInfo:
     sources: tuple[str, ...] = ()  # absolute paths of the package photos used
 
 
+def _package_dir(name: str) -> Path | None:
+    """Install folder of a package, located without importing it (importing scikit-learn takes seconds)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent  # the folder of the package's __init__.py, i.e. of its __file__
+
+
 def package_photo_paths() -> list[Path]:
     """The package photographs that exist in this environment (found via the packages' install folders)."""
     import matplotlib
-    import skimage
-    import sklearn
 
     roots = {
-        "skimage": Path(skimage.__file__).parent,
-        "sklearn": Path(sklearn.__file__).parent,
+        "skimage": _package_dir("skimage"),
+        "sklearn": _package_dir("sklearn"),
         "matplotlib": Path(matplotlib.get_data_path()),
     }
-    return [roots[pkg] / rel for pkg, rel in PACKAGE_PHOTOS if (roots[pkg] / rel).is_file()]
+    return [roots[pkg] / rel for pkg, rel in PACKAGE_PHOTOS if roots[pkg] is not None and (roots[pkg] / rel).is_file()]
 
 
 def find_extra_photos(dirs: Iterable[str | Path], *, limit: int | None, seed: int) -> list[Path]:
