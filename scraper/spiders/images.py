@@ -108,6 +108,12 @@ class ImagesSpider(scrapy.Spider):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        # `scrapy crawl images -a start_urls=a,b -a max_depth=1` passes strings.
+        if isinstance(start_urls, str):
+            start_urls = start_urls.replace(",", " ").split()
+        if isinstance(allowed_domains, str):
+            allowed_domains = allowed_domains.replace(",", " ").split()
+        max_depth = int(max_depth)
         urls = [u.strip() for u in start_urls if u and u.strip()]
         if not urls:
             raise ValueError("at least one start URL is required")
