@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections import deque
 from pathlib import Path
 
@@ -51,7 +50,3 @@ def run_logged(cmd: list[str], *, cwd: str | Path | None = None, env: dict | Non
     if code != 0:
         raise StageFailed(f"{cmd[0]} {' '.join(cmd[1:3])}... exited with {code}:\n" + "\n".join(tail))
     return tail[-1] if tail else ""
-
-
-def python_module(module: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", module, *args]

@@ -12,39 +12,32 @@ import json
 
 from prefect import flow, task
 
-from flows.common import params, python_module, run_logged
+from flows.common import params, run_logged
 from gencomp.config import ScrapeParams
+from scraper.crawl import build_command
 
 
 def crawl_command(p: ScrapeParams) -> list[str]:
-    args = [
-        "--out", p.out,
-        "--depth", str(p.depth),
-        "--max-images", str(p.max_images),
-        "--min-width", str(p.min_width),
-        "--min-height", str(p.min_height),
-        "--concurrency-per-domain", str(p.concurrency_per_domain),
-        "--download-delay", str(p.download_delay),
-        "--user-agent", p.user_agent,
-        "--timeout", str(p.timeout_s),
-        "--max-bytes", str(p.max_bytes),
-        "--max-pixels", str(p.max_pixels),
-        "--workers", str(p.workers),
-    ]
-    for fmt in p.formats:
-        args += ["--format", fmt]
-    for domain in p.allowed_domains:
-        args += ["--allowed-domain", domain]
-    if p.uses_demo_site:
-        args.append("--demo-site")
-        for folder in p.demo_site.extra_photo_dirs:
-            args += ["--extra-photo-dir", folder]
-        if p.demo_site.max_extra_photos is not None:
-            args += ["--max-extra-photos", str(p.demo_site.max_extra_photos)]
-    else:
-        for url in p.start_urls:
-            args += ["--start-url", url]
-    return python_module("scraper.crawl", *args)
+    return build_command(
+        out=p.out,
+        start_urls=p.start_urls,
+        allowed_domains=p.allowed_domains,
+        depth=p.depth,
+        max_images=p.max_images,
+        min_width=p.min_width,
+        min_height=p.min_height,
+        formats=p.formats,
+        concurrency_per_domain=p.concurrency_per_domain,
+        download_delay=p.download_delay,
+        user_agent=p.user_agent,
+        timeout=p.timeout_s,
+        max_bytes=p.max_bytes,
+        max_pixels=p.max_pixels,
+        workers=p.workers,
+        demo_site=p.uses_demo_site,
+        extra_photo_dirs=p.demo_site.extra_photo_dirs if p.uses_demo_site else (),
+        max_extra_photos=p.demo_site.max_extra_photos if p.uses_demo_site else None,
+    )
 
 
 @task(name="crawl", retries=2, retry_delay_seconds=30)
