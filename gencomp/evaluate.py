@@ -130,9 +130,9 @@ def expand_grid(spec: Sequence[Mapping[str, Any]]) -> list[Cell]:
         if not isinstance(codec, str) or not codec:
             raise ValueError(f"{where}: 'codec' must be a codec name")
         where = f"grid entry {n} ({codec})"
-        fixed = dict(entry.get("settings") or {})
         if not isinstance(entry.get("settings") or {}, Mapping):
             raise ValueError(f"{where}: 'settings' must be a dict")
+        fixed = dict(entry.get("settings") or {})
         canonical_json(fixed)
         tables = _parse_tables(entry.get("tables"), where)
         label, group = entry.get("label"), entry.get("group")

@@ -116,11 +116,18 @@ def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str
     return "\n".join(lines) + "\n"
 
 
+_NUMBER = re.compile(r"^-?(\d+(\.\d*)?|inf)$|^n/a")
+
+
+def _html_cell(value: Any) -> str:
+    text = str(value)
+    css = ' class="num"' if _NUMBER.match(text) else ""
+    return f"<td{css}>{html.escape(text)}</td>"
+
+
 def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>\n" for row in rows
-    )
+    body = "".join("<tr>" + "".join(_html_cell(c) for c in row) + "</tr>\n" for row in rows)
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>\n"
 
 
@@ -209,7 +216,7 @@ def choose_dataset(results: pd.DataFrame, dataset: str | None) -> str:
 POSTER_HEADER = ("Method", "SSIM", "PSNR", "CR")
 EXTENDED_HEADER = ("dataset", "Method", "group", "codec", "SSIM", "PSNR", "MS-SSIM", "bpp", "bytes", "CR",
                    "enc ms", "dec ms", "n images", "failed")  # fmt: skip
-BD_HEADER = ("dataset", "curve", "anchor", "method", "points", "BD-rate PSNR %", "BD-PSNR dB",
+BD_HEADER = ("dataset", "curve", "kind", "anchor", "method", "points", "BD-rate PSNR %", "BD-PSNR dB",
              "BD-rate MS-SSIM %", "BD-MS-SSIM dB", "note")  # fmt: skip
 
 
@@ -307,29 +314,44 @@ def _bd_pair(anchor: pd.DataFrame, test: pd.DataFrame, quality: str) -> tuple[st
     return method, _fmt(rate, 2), quality_delta, ""
 
 
+def _anchor_group(points: pd.DataFrame, groups: list[str], anchor: str) -> str | None:
+    """The anchor codec's longest classical curve (its sweep, not a single table point)."""
+    candidates = [
+        g
+        for g in groups
+        if (points[points["group"] == g]["codec"] == anchor).all()
+        and points[points["group"] == g]["classical"].all()
+    ]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda g: (int((points["group"] == g).sum()), -groups.index(g)))
+
+
 def bdrate_rows(points: pd.DataFrame, dataset: str, anchors: Sequence[str]) -> list[list[str]]:
+    """Our curves against each anchor; then, as context, the other classical curves against the anchors."""
     groups = list(dict.fromkeys(points["group"]))
+    size = {g: int((points["group"] == g).sum()) for g in groups}
     ours = [g for g in groups if not points[points["group"] == g]["classical"].all()]
+    anchor_groups = {a: _anchor_group(points, groups, a) for a in anchors}
+    classical = [g for g in groups if g not in ours and size[g] >= MIN_POINTS["pchip"]]
     rows = []
-    for group in ours:
-        test = points[points["group"] == group]
-        for anchor in anchors:
-            candidates = [g for g in groups if (points[points["group"] == g]["codec"] == anchor).all()
-                          and points[points["group"] == g]["classical"].all()]  # fmt: skip
-            if not candidates:
-                rows.append([dataset, group, anchor, "", str(len(test)), "n/a", "n/a", "n/a", "n/a",
-                             f"n/a (no {anchor} curve)"])  # fmt: skip
-                continue
-            # the anchor's longest curve (a sweep), not a single table point
-            anchor_group = max(
-                candidates, key=lambda g: (int((points["group"] == g).sum()), -groups.index(g))
-            )
-            ref = points[points["group"] == anchor_group]
-            m1, rate_psnr, d_psnr, note1 = _bd_pair(ref, test, "psnr")
-            m2, rate_ms, d_ms, note2 = _bd_pair(ref, test, "ms_ssim_db")
-            notes = "; ".join(dict.fromkeys(n for n in (note1, note2) if n))
-            rows.append([dataset, group, anchor_group, m1 or m2, f"{len(test)} vs {len(ref)}", rate_psnr, d_psnr,
-                         rate_ms, d_ms, notes])  # fmt: skip
+    for kind, curves in (("ours", ours), ("classical", classical)):
+        for group in curves:
+            test = points[points["group"] == group]
+            for anchor, anchor_group in anchor_groups.items():
+                if anchor_group == group:
+                    continue
+                if anchor_group is None:
+                    if kind == "ours":
+                        rows.append([dataset, group, kind, anchor, "", str(len(test)), "n/a", "n/a", "n/a", "n/a",
+                                     f"n/a (no {anchor} curve)"])  # fmt: skip
+                    continue
+                ref = points[points["group"] == anchor_group]
+                m1, rate_psnr, d_psnr, note1 = _bd_pair(ref, test, "psnr")
+                m2, rate_ms, d_ms, note2 = _bd_pair(ref, test, "ms_ssim_db")
+                notes = "; ".join(dict.fromkeys(n for n in (note1, note2) if n))
+                rows.append([dataset, group, kind, anchor_group, m1 or m2, f"{len(test)} vs {len(ref)}", rate_psnr,
+                             d_psnr, rate_ms, d_ms, notes])  # fmt: skip
     return rows
 
 
@@ -338,7 +360,9 @@ def bdrate_rows(points: pd.DataFrame, dataset: str, anchors: Sequence[str]) -> l
 
 def _png_bytes(figure) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=FIGURE_DPI, metadata=PNG_METADATA)
+    figure.savefig(
+        buffer, format="png", dpi=FIGURE_DPI, metadata=PNG_METADATA, bbox_inches="tight", pad_inches=0.1
+    )
     return buffer.getvalue()
 
 
@@ -370,14 +394,18 @@ def rd_figure_png(points: pd.DataFrame, quality: str, *, dataset: str, reference
             curve["bpp"], curve[quality], linestyle="--" if classical else "-", marker=markers[i % len(markers)],
             color=colors[i % len(colors)], label=group, linewidth=1.5, markersize=5,
         )  # fmt: skip
-    for ref in reference_points or []:
+    for k, ref in enumerate(reference_points or []):
         key = "psnr" if quality == "psnr" else "ms_ssim"
         if ref.get(key) is None or ref.get("bpp") is None:
             continue
         y = float(ref[key]) if quality == "psnr" else ms_ssim_db(float(ref[key]))
         axes.plot([ref["bpp"]], [y], linestyle="none", marker="X", color="black", markersize=7)
         axes.annotate(
-            str(ref.get("name", "")), (ref["bpp"], y), textcoords="offset points", xytext=(5, 4), fontsize=7
+            str(ref.get("name", "")),
+            (ref["bpp"], y),
+            textcoords="offset points",
+            xytext=(6, 10 * (k % 3) - 10),  # staggered: published points sit close together
+            fontsize=7,
         )
         all_bpp.append(float(ref["bpp"]))
     positive = [b for b in all_bpp if b > 0]
@@ -452,8 +480,8 @@ def samples_figure_png(panels: Sequence[tuple[str, Path]], *, dataset: str, imag
 HTML_STYLE = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
-th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
+th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
 th { background: #eee; }
 img { max-width: 100%; height: auto; display: block; margin: 0.5em 0 1.5em; }
 p.note { color: #555; font-size: 0.85em; }
@@ -558,15 +586,22 @@ def build_report(
 
     bd = bdrate_rows(points, dataset, anchors)
     write("bdrate.csv", _csv(BD_HEADER, bd))
-    bd_intro = (f"# BD-rate on `{dataset}`\n\nOur curves against the classical anchors over the overlapping range; "
+    bd_intro = (f"# BD-rate on `{dataset}`\n\nOur curves (kind 'ours'), then the other classical curves for context, "
+                "against the classical anchors over the overlapping range; "
                 "negative BD-rate = fewer bits for the same quality. Method: cubic fit with 4+ points per curve, "
                 "else piecewise cubic (pchip).\n\n")  # fmt: skip
     write(
         "bdrate.md",
-        bd_intro + (_markdown_table(BD_HEADER, bd) if bd else "No generative curves in the results.\n"),
+        bd_intro
+        + (_markdown_table(BD_HEADER, bd) if bd else "No curves with two or more points in the results.\n"),
     )
     sections.append(
-        ("BD-rate", _html_table(BD_HEADER, bd) if bd else "<p>No generative curves in the results.</p>\n")
+        (
+            "BD-rate",
+            _html_table(BD_HEADER, bd)
+            if bd
+            else "<p>No curves with two or more points in the results.</p>\n",
+        )
     )
 
     if samples_dir is not None:

@@ -143,9 +143,12 @@ def test_rd_data_and_bdrate(results, tmp_path):
 
     bd = _read_csv(written["bdrate.csv"])
     header, rows = bd[0], [dict(zip(bd[0], r)) for r in bd[1:]]
-    assert header[:3] == ["dataset", "curve", "anchor"]
+    assert header[:4] == ["dataset", "curve", "kind", "anchor"]
     by = {(r["curve"], r["anchor"]): r for r in rows}
-    assert set(by) == {(c, a) for c in ("GAN", "VAE-GAN") for a in ("jpeg", "webp", "avif")}
+    ours = {(c, a) for c in ("GAN", "VAE-GAN") for a in ("jpeg", "webp", "avif")}
+    # then the classical sweeps against the other anchors, for context (single points and self-pairs left out)
+    assert set(by) == ours | {("jpeg", "webp"), ("webp", "jpeg")}
+    assert [r["kind"] for r in rows] == ["ours"] * 6 + ["classical"] * 2
     # the GAN curve is the JPEG sweep at half the rate: -50 % on both quality axes
     assert by["GAN", "jpeg"]["method"] == "cubic"
     assert float(by["GAN", "jpeg"]["BD-rate PSNR %"]) == pytest.approx(-50.0, abs=0.01)
