@@ -424,3 +424,21 @@ def test_real_codecs_from_registry_if_available(tmp_path):
     low, high = frame.iloc[0], frame.iloc[1]
     assert low["bytes"] < high["bytes"] and low["psnr"] < high["psnr"]
     assert Path(tmp_path / "units").is_dir()
+
+
+def test_a_crash_mid_grid_loses_only_unfinished_units(tmp_path):
+    cells = expand_grid(SPEC)
+    images = _images(3)
+
+    def crashing_map(fn, items):
+        for item in items[:5]:
+            fn(item)
+        raise KeyboardInterrupt("killed mid-grid")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(cells, {"d": images}, cache_dir=tmp_path, map_fn=crashing_map)
+    assert len(list((tmp_path / "units").rglob("*.json"))) == 5
+    ENCODES.reset()
+    frame = run_grid(cells, {"d": images}, cache_dir=tmp_path, workers=2)
+    assert frame.attrs["computed"] == 12 - 5 and len(ENCODES.calls) == 7
+    assert frame["error"].isna().all()
