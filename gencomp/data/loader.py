@@ -1,0 +1,181 @@
+"""Training crops and evaluation images from the Parquet shards of :mod:`gencomp.data.shards`.
+
+:class:`ShardDataset` is a torch ``IterableDataset`` of float32 crops ``(3, crop, crop)`` in [0, 1]. The row
+groups of one split (each holds one split only, see the shard manifest) are dealt out over every
+(DDP rank x DataLoader worker) consumer, so in one epoch every image is read by exactly one consumer. When
+there are fewer row groups than consumers, single rows are dealt out instead (each consumer then reads only
+the row groups holding its rows).
+
+Training order (``train=True``): the row-group order is a permutation drawn from ``(seed, epoch)``, the same
+on every consumer, so the deal is consistent; rows within a row group are shuffled, and crop positions and
+flips drawn, from ``(seed, epoch, rank, worker)``. Rows are stored in sha256 order, which is unrelated to
+content, so a row group is already a random sample of its split. ``train=False`` gives a fixed order and a
+centre crop.
+
+Every image is decoded by :func:`gencomp.data.images.open_image`. When ``downscale_to`` is set, JPEGs decode
+by DCT scaling to at least ``downscale_to`` on both sides and are then resized (Lanczos) so that the short
+side is ``downscale_to``; images whose short side is below ``crop`` are upscaled to ``crop``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+from torch.utils.data import IterableDataset, get_worker_info
+
+from gencomp.data.images import open_image
+from gencomp.data.shards import read_manifest
+
+
+def split_counts(shards_dir: str | Path) -> dict[str, int]:
+    """Images per split, from the shard manifest."""
+    return dict(read_manifest(shards_dir)["split_counts"])
+
+
+def _split_units(shards_dir: Path, split: str) -> list[tuple[str, int, int]]:
+    """``(file, row_group, rows)`` of every row group of ``split``, in manifest order."""
+    manifest = read_manifest(shards_dir)
+    if split not in manifest["split_fractions"]:
+        raise ValueError(f"unknown split {split!r}; {shards_dir} has {list(manifest['split_fractions'])}")
+    return [
+        (shard["file"], g, group["rows"])
+        for shard in manifest["shards"]
+        for g, group in enumerate(shard["row_groups"])
+        if group["split"] == split
+    ]
+
+
+def iter_split_images(shards_dir: str | Path, split: str) -> Iterator[tuple[str, Image.Image]]:
+    """``(sha256, full RGB image)`` of every image of ``split``, in the shards' fixed order (for evaluation)."""
+    shards_dir = Path(shards_dir)
+    for file, group, _ in _split_units(shards_dir, split):
+        table = pq.ParquetFile(shards_dir / file).read_row_group(group, columns=["image", "sha256", "split"])
+        for data, sha, row_split in zip(*(table.column(c).to_pylist() for c in ("image", "sha256", "split"))):
+            if row_split == split:
+                yield sha, open_image(data)
+
+
+def fit_short_side(img: Image.Image, *, crop: int, downscale_to: int | None) -> Image.Image:
+    """Resize so the short side is at most ``downscale_to`` (None: no limit) and at least ``crop``."""
+    short = min(img.size)
+    target = short if downscale_to is None else min(short, downscale_to)
+    target = max(target, crop)
+    if target == short:
+        return img
+    scale = target / short
+    size = (max(crop, round(img.width * scale)), max(crop, round(img.height * scale)))
+    # reducing_gap: a cheap integer reduction first for big reductions; Lanczos for the last factor <= 3.
+    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0 if scale < 1 else None)
+
+
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """HxWx3 uint8 image -> float32 tensor (3, H, W) in [0, 1]."""
+    arr = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float().div_(255.0)
+
+
+class ShardDataset(IterableDataset):
+    """Crops of one split of a shards folder; see the module docstring for order, sharding and resizing.
+
+    ``crops_per_image`` (training only) takes several random crops from each decoded image, to amortise the
+    decode when it dominates; the default 1 gives one crop per image per epoch.
+    """
+
+    def __init__(
+        self,
+        shards_dir: str | Path,
+        split: str = "train",
+        *,
+        crop: int = 64,
+        train: bool = True,
+        seed: int = 0,
+        downscale_to: int | None = 512,
+        rank: int | None = None,
+        world_size: int | None = None,
+        crops_per_image: int = 1,
+    ):
+        super().__init__()
+        if crop < 1:
+            raise ValueError(f"crop must be >= 1, got {crop}")
+        if downscale_to is not None and downscale_to < 1:
+            raise ValueError(f"downscale_to must be >= 1 or None, got {downscale_to}")
+        if crops_per_image < 1:
+            raise ValueError(f"crops_per_image must be >= 1, got {crops_per_image}")
+        self.shards_dir = Path(shards_dir)
+        self.split = split
+        self.units = _split_units(self.shards_dir, split)
+        self.num_images = sum(rows for _, _, rows in self.units)
+        if self.num_images == 0:
+            raise ValueError(f"split {split!r} of {self.shards_dir} has no images")
+        if rank is None or world_size is None:
+            dist_ok = torch.distributed.is_available() and torch.distributed.is_initialized()
+            rank = rank if rank is not None else (torch.distributed.get_rank() if dist_ok else 0)
+            world_size = world_size if world_size is not None else (
+                torch.distributed.get_world_size() if dist_ok else 1)
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+        self.crop = crop
+        self.train = train
+        self.seed = seed
+        self.downscale_to = downscale_to
+        self.rank = rank
+        self.world_size = world_size
+        self.crops_per_image = crops_per_image if train else 1
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the next epoch's order (call before creating the DataLoader iterator)."""
+        self.epoch = int(epoch)
+
+    def assignment(self, worker_id: int, num_workers: int) -> list[tuple[str, int, list[int] | None]]:
+        """The ``(file, row_group, rows or None for all)`` this consumer reads this epoch, in reading order."""
+        total = self.world_size * num_workers
+        consumer = self.rank * num_workers + worker_id
+        order = list(range(len(self.units)))
+        if self.train:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.units)).tolist()
+        if len(self.units) >= total:
+            return [(self.units[u][0], self.units[u][1], None) for u in order[consumer::total]]
+        # Fewer row groups than consumers: deal single rows, keeping them grouped by row group for reading.
+        flat = [(u, r) for u in order for r in range(self.units[u][2])]
+        mine: dict[int, list[int]] = {}
+        for u, r in flat[consumer::total]:
+            mine.setdefault(u, []).append(r)
+        return [(self.units[u][0], self.units[u][1], rows) for u, rows in mine.items()]
+
+    def _crops(self, img: Image.Image, rng: np.random.Generator) -> Iterator[torch.Tensor]:
+        img = fit_short_side(img, crop=self.crop, downscale_to=self.downscale_to)
+        c = self.crop
+        if not self.train:
+            x, y = (img.width - c) // 2, (img.height - c) // 2
+            yield to_tensor(img.crop((x, y, x + c, y + c)))
+            return
+        arr = np.asarray(img, dtype=np.uint8)
+        for _ in range(self.crops_per_image):
+            y = int(rng.integers(0, img.height - c + 1))
+            x = int(rng.integers(0, img.width - c + 1))
+            patch = arr[y : y + c, x : x + c]
+            if rng.random() < 0.5:
+                patch = patch[:, ::-1]
+            yield torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1))).float().div_(255.0)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        info = get_worker_info()
+        worker_id, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker_id])
+        draft = (self.downscale_to, self.downscale_to) if self.downscale_to is not None else None
+        files: dict[str, pq.ParquetFile] = {}
+        for file, group, rows in self.assignment(worker_id, num_workers):
+            pf = files.get(file) or files.setdefault(file, pq.ParquetFile(self.shards_dir / file))
+            images = pf.read_row_group(group, columns=["image"]).column("image")
+            index = list(range(len(images))) if rows is None else list(rows)
+            if self.train:
+                index = [index[k] for k in rng.permutation(len(index))]
+            for k in index:
+                img = open_image(images[k].as_py(), draft_size=draft)
+                yield from self._crops(img, rng)
