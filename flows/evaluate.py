@@ -15,7 +15,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.common import params, run_logged
 from gencomp.config import EvalDataset, EvaluateParams
 from gencomp.data.eval_sets import folder_images, shard_images
-from gencomp.evaluate import expand_grid, run_grid
+from gencomp.evaluate import expand_grid, run_grid, write_results
 
 
 @task(name="eval-unit", cache_policy=NO_CACHE)
@@ -53,10 +53,8 @@ def _evaluate(p: EvaluateParams) -> dict:
     cells = expand_grid(p.grid_spec())
     frame = run_grid(cells, datasets, cache_dir=out / "cache", map_fn=prefect_map,
                      samples_dir=out / "samples", sample_images=p.sample_images)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "results.parquet.tmp"
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(out / "results.parquet")
+    write_results(frame, out / "results.parquet")
+    print(f"units: {frame.attrs}")
     errors = frame[frame["error"].fillna("") != ""] if "error" in frame else frame.iloc[:0]
     for _, row in errors.iterrows():
         print(f"FAILED {row['label']} on {row['image']}: {row['error']}")

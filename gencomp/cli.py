@@ -145,10 +145,22 @@ def evaluate(
             fail(f"sweep {item!r} is not key=v1,v2,...")
         sweeps[key] = [yaml.safe_load(v) for v in values.split(",")]
     spec = [{"codec": name, "settings": settings, **({"sweep": sweeps} if sweeps else {})} for name in codec]
-    frame = evaluate_folder(images_dir, expand_grid(spec), out, max_images=max_images)
-    cols = [c for c in ("label", "bpp", "psnr", "ssim", "ms_ssim") if c in frame]
-    console.print(frame.groupby("label")[cols[1:]].mean().round(4).to_string() if len(frame) else "no rows")
-    console.print(f"wrote {out / 'results.parquet'}")
+    import pandas as pd
+
+    if not images_dir.is_dir():
+        fail(f"{images_dir} is not a folder")
+    try:
+        cells = expand_grid(spec)
+    except (KeyError, ValueError) as exc:
+        fail(str(exc))
+    path = evaluate_folder(images_dir, cells, out, samples_dir=out / "samples", max_images=max_images)
+    frame = pd.read_parquet(path)
+    if len(frame):
+        console.print(frame.groupby("label", sort=False)[["bpp", "psnr", "ssim", "ms_ssim"]].mean().round(4).to_string())
+    failed = frame[frame["error"].fillna("") != ""] if "error" in frame else frame.iloc[:0]
+    for _, row in failed.iterrows():
+        err_console.print(f"[red]failed[/] {row['label']} on {row['image']}: {row['error']}")
+    console.print(f"wrote {path}")
 
 
 @app.command()

@@ -110,6 +110,7 @@ class GridEntry(_Section):
     settings: dict[str, Any] = {}
     sweep: dict[str, list[Any]] | None = None
     label: str | None = None
+    group: str | None = None  # cells of one group form one RD curve (e.g. the VAE-GAN channel rows)
     tables: list[str] = []
 
 

@@ -49,6 +49,7 @@ from PIL import Image
 
 from gencomp import metrics
 from gencomp.codecs.base import get_codec
+from gencomp.data.eval_sets import folder_images, pixels_sha256
 from gencomp.data.images import DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, ImageRejected, encode_png, open_image
 
 # the report reads the sample layout, so it defines it; report imports matplotlib only when drawing
@@ -62,9 +63,6 @@ RESULT_COLUMNS = [
     "group", "settings", "tables", "bytes", "bpp", "cr", "psnr", "ssim", "ms_ssim", "enc_ms", "dec_ms", "error",
 ]  # fmt: skip
 METRIC_FIELDS = ("bytes", "bpp", "cr", "psnr", "ssim", "ms_ssim", "enc_ms", "dec_ms")
-IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif", ".jxl"}
-)
 CACHE_FORMAT = 1  # bump when the content of a cache entry changes meaning
 
 
@@ -206,11 +204,6 @@ def _unit_paths(cache_dir: Path, key: str) -> tuple[Path, Path]:
     folder = cache_dir / "units" / key[:2]
     return folder / f"{key}.json", folder / f"{key}.png"
 
-
-def _pixels_digest(image: Image.Image) -> str:
-    h = hashlib.sha256(f"{image.width}x{image.height}:".encode())
-    h.update(np.ascontiguousarray(np.asarray(image, dtype=np.uint8)).tobytes())
-    return h.hexdigest()
 
 
 def unit_key(
@@ -390,7 +383,7 @@ def _stage_images(datasets: Mapping[str, Iterable], cache_dir: Path, sample_imag
             if not isinstance(image, Image.Image):
                 raise ValueError(f"dataset {dataset!r}, image {image_id!r}: expected a PIL image")
             image = image.convert("RGB") if image.mode != "RGB" else image
-            pixels = _pixels_digest(image)
+            pixels = pixels_sha256(image)
             path = cache_dir / "images" / f"{pixels}.png"
             if not path.exists():
                 atomic_write_bytes(path, encode_png(image))
@@ -556,23 +549,6 @@ def _write_samples(infos, images, outcomes, cache_dir: Path, samples_root: Path)
 # ---------------------------------------------------------------- a folder of images
 
 
-def _folder_images(
-    images_dir: Path, *, recursive: bool, formats, max_pixels: int, rejected: list[dict[str, str]]
-) -> Iterable[tuple[str, str, Image.Image]]:
-    pattern = "**/*" if recursive else "*"
-    paths = sorted(p for p in images_dir.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    for path in paths:
-        data = path.read_bytes()
-        image_id = path.relative_to(images_dir).with_suffix("").as_posix()
-        try:
-            image = open_image(data, formats=formats, max_pixels=max_pixels)
-        except ImageRejected as exc:
-            log.warning("skipping %s: %s", path, exc)
-            rejected.append({"path": str(path), "reason": exc.reason, "message": exc.message})
-            continue
-        yield image_id, hashlib.sha256(data).hexdigest(), image
-
-
 def evaluate_folder(
     images_dir: str | Path,
     cells: Sequence[Cell] | Sequence[Mapping[str, Any]],
@@ -585,6 +561,8 @@ def evaluate_folder(
     samples_dir: str | Path | None = None,
     sample_images: int = 1,
     recursive: bool = False,
+    max_images: int | None = None,
+    max_side: int | None = None,
     formats=DEFAULT_FORMATS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Path:
@@ -604,8 +582,9 @@ def evaluate_folder(
     frame = run_grid(
         cell_list,
         {
-            name: _folder_images(
-                images_dir, recursive=recursive, formats=formats, max_pixels=max_pixels, rejected=rejected
+            name: folder_images(
+                images_dir, recursive=recursive, max_images=max_images, max_side=max_side, formats=formats,
+                max_pixels=max_pixels, rejected=rejected,
             )
         },
         cache_dir=Path(cache_dir) if cache_dir is not None else out_dir / "cache",

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gencomp.data.images import ImageRejected, open_image
+from gencomp.data.images import DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, ImageRejected, open_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif", ".jxl"}
 
@@ -28,36 +28,40 @@ def _downscale(img: Image.Image, max_side: int | None) -> Image.Image:
     return img.resize(size, Image.Resampling.LANCZOS)
 
 
-def _pixels_sha256(img: Image.Image) -> str:
+def pixels_sha256(img: Image.Image) -> str:
+    """Identity of decoded pixels (size included), for images that have no file of their own."""
     h = hashlib.sha256(f"{img.width}x{img.height}:".encode())
-    h.update(np.asarray(img, dtype=np.uint8).tobytes())
+    h.update(np.ascontiguousarray(np.asarray(img, dtype=np.uint8)).tobytes())
     return h.hexdigest()
 
 
-def folder_images(folder: str | Path, *, max_images: int | None = None, max_side: int | None = None,
-                  skipped: list[tuple[str, str]] | None = None) -> list[EvalImage]:
-    """Images under ``folder`` (recursively, sorted by relative path). Unreadable files are skipped and, when
-    ``skipped`` is given, appended to it as (path, reason)."""
+def folder_images(folder: str | Path, *, recursive: bool = True, max_images: int | None = None,
+                  max_side: int | None = None, formats=DEFAULT_FORMATS, max_pixels: int = DEFAULT_MAX_PIXELS,
+                  rejected: list[dict[str, str]] | None = None) -> list[EvalImage]:
+    """Images in ``folder`` (sorted by relative path; the id is that path without suffix). Files that are not
+    usable images are skipped and, when ``rejected`` is given, appended to it as {path, reason, message}."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"evaluation folder {folder} does not exist")
+        raise NotADirectoryError(f"image folder {folder} does not exist")
+    pattern = "**/*" if recursive else "*"
+    paths = sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     out: list[EvalImage] = []
-    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+    for path in paths:
         if max_images is not None and len(out) >= max_images:
             break
         data = path.read_bytes()
         try:
-            img = open_image(data)
+            img = open_image(data, formats=formats, max_pixels=max_pixels)
         except ImageRejected as exc:
-            if skipped is not None:
-                skipped.append((str(path), exc.reason))
+            if rejected is not None:
+                rejected.append({"path": str(path), "reason": exc.reason, "message": exc.message})
             continue
         image_id = path.relative_to(folder).with_suffix("").as_posix()
         if max_side is None:
             sha = hashlib.sha256(data).hexdigest()
         else:
             img = _downscale(img, max_side)
-            sha = _pixels_sha256(img)
+            sha = pixels_sha256(img)
         out.append((image_id, sha, img))
     return out
 
@@ -73,6 +77,6 @@ def shard_images(shards_dir: str | Path, split: str, *, max_images: int | None =
             break
         if max_side is not None:
             img = _downscale(img, max_side)
-            sha = _pixels_sha256(img)
+            sha = pixels_sha256(img)
         out.append((sha[:12], sha, img))
     return out
