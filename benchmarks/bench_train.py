@@ -24,7 +24,7 @@ from torch.utils.data import IterableDataset
 
 from gencomp.data.images import open_image
 from gencomp.train.loop import train
-from gencomp.train.presets import PRESETS, resolve_preset
+from gencomp.train.presets import resolve_preset
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PHOTOS = REPO.parent / "shared" / "data" / "photos"
@@ -77,6 +77,11 @@ def main() -> None:
           f"torch threads: {torch.get_num_threads()}")
     print(f"{'kind':7} {'preset':9} {'batch':>5} {'crop':>4} {'img/s':>8} {'steps/s':>8} {'cpu-s/step':>10} "
           f"{'full preset':>14}")
+    # one throw-away run first: imports, dvclive's first start and allocator warm-up stay out of the numbers
+    warm = None if args.shards else PhotoCrops(photos, 32)
+    with tempfile.TemporaryDirectory() as tmp:
+        train("gan", data_dir=args.shards, out_dir=tmp, progress=False, dataset=warm,
+              overrides={"steps": 2, "encoder_steps": 1, "tile": 32, "g_width": 4, "d_width": 4, "e_width": 4})
     for kind in args.kinds:
         for name in presets:
             cfg = resolve_preset(kind, name)

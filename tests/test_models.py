@@ -8,8 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from gencomp.models import (VAEGAN, Discriminator, GaussianChannelPrior, Generator, InversionEncoder,
-                            ModelFileError, PatchDiscriminator, load_model, save_gan, save_vaegan)
+from gencomp.models import (
+    VAEGAN,
+    Discriminator,
+    GaussianChannelPrior,
+    Generator,
+    InversionEncoder,
+    ModelFileError,
+    PatchDiscriminator,
+    load_model,
+    save_gan,
+    save_vaegan,
+)
 from gencomp.models.gan import ema_update
 
 torch.set_num_threads(1)
@@ -93,7 +103,7 @@ def test_vaegan_forward_masks_latent():
     torch.manual_seed(0)
     m = VAEGAN(max_channels=6, channel_set=(6, 2), width=4, downsample=4)
     mask = m.channel_mask(2)
-    x_hat, mu, logvar, y = m(torch.rand(2, 3, 16, 16), mask)
+    x_hat, _, _, y = m(torch.rand(2, 3, 16, 16), mask)
     assert x_hat.shape == (2, 3, 16, 16)
     assert torch.all(y[:, 2:] == 0) and torch.any(y[:, :2] != 0)
 

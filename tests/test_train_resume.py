@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
+from test_train import AstronautCrops
 
 from gencomp.train.checkpoint import load_checkpoint
 from gencomp.train.loop import train
-from test_train import AstronautCrops  # noqa: E402  (tests/ is on sys.path under pytest)
 
 TESTS_DIR = Path(__file__).resolve().parent
 

@@ -7,6 +7,16 @@ from gencomp.models.store import LoadedModel, ModelFileError, load_model, save_g
 from gencomp.models.vaegan import VAEGAN, PatchDiscriminator
 
 __all__ = [
-    "Discriminator", "Generator", "InversionEncoder", "GaussianChannelPrior", "LoadedModel", "ModelFileError",
-    "load_model", "save_gan", "save_model", "save_vaegan", "VAEGAN", "PatchDiscriminator",
+    "VAEGAN",
+    "Discriminator",
+    "GaussianChannelPrior",
+    "Generator",
+    "InversionEncoder",
+    "LoadedModel",
+    "ModelFileError",
+    "PatchDiscriminator",
+    "load_model",
+    "save_gan",
+    "save_model",
+    "save_vaegan",
 ]

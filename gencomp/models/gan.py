@@ -16,6 +16,7 @@ Design choices, each for a reason:
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -59,7 +60,7 @@ class Generator(nn.Module):
         chans = _stage_channels(self.width, stages)
         self.project = nn.Linear(self.latent_dim, chans[0] * 16)
         blocks = []
-        for c_in, c_out in zip(chans[:-1], chans[1:]):
+        for c_in, c_out in itertools.pairwise(chans):
             blocks += [
                 nn.Upsample(scale_factor=2, mode="nearest"),
                 nn.Conv2d(c_in, c_out, 3, padding=1),
@@ -95,7 +96,7 @@ class Discriminator(nn.Module):
         stages = _num_stages(self.tile)
         chans = list(reversed(_stage_channels(self.width, stages)))
         layers: list[nn.Module] = [spectral_norm(nn.Conv2d(3, chans[0], 3, padding=1)), nn.LeakyReLU(0.2)]
-        for c_in, c_out in zip(chans[:-1], chans[1:]):
+        for c_in, c_out in itertools.pairwise(chans):
             layers += [
                 spectral_norm(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1)),
                 nn.LeakyReLU(0.2),
@@ -124,7 +125,7 @@ class InversionEncoder(nn.Module):
         stages = _num_stages(self.tile)
         chans = list(reversed(_stage_channels(self.width, stages)))
         layers: list[nn.Module] = [nn.Conv2d(3, chans[0], 3, padding=1), nn.LeakyReLU(0.2)]
-        for c_in, c_out in zip(chans[:-1], chans[1:]):
+        for c_in, c_out in itertools.pairwise(chans):
             layers += [
                 nn.Conv2d(c_in, c_out, 4, stride=2, padding=1),
                 nn.GroupNorm(min(8, c_out), c_out),  # per-sample statistics: batch-independent

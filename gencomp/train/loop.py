@@ -28,8 +28,9 @@ import os
 import random
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,13 +41,25 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
-from gencomp.models.gan import (Discriminator, Generator, InversionEncoder, d_hinge_loss, ema_update,
-                                g_hinge_loss, inversion_losses)
+from gencomp.models.gan import (
+    Discriminator,
+    Generator,
+    InversionEncoder,
+    d_hinge_loss,
+    ema_update,
+    g_hinge_loss,
+    inversion_losses,
+)
 from gencomp.models.prior import GaussianChannelPrior
 from gencomp.models.store import atomic_write_bytes, save_gan, save_vaegan
 from gencomp.models.vaegan import VAEGAN, PatchDiscriminator, kl_divergence
-from gencomp.train.checkpoint import (CHECKPOINT_NAME, capture_rng, load_checkpoint, restore_rng,
-                                      save_checkpoint)
+from gencomp.train.checkpoint import (
+    CHECKPOINT_NAME,
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from gencomp.train.logging import TrainLogger, image_grid
 from gencomp.train.presets import resolve_preset
 
@@ -384,7 +397,7 @@ def _train_gan(cfg, rt: Runtime, preset, data_dir, out_dir, resume, dataset, val
     log = TrainLogger(out_dir, enabled=rt.is_main, resume_step=step if state is not None else None,
                       total_steps=total, log_every=cfg["log_every"], progress=progress, params=cfg)
 
-    def validate() -> dict[str, float]:
+    def validate() -> tuple[dict[str, float], Any]:
         """Inversion quality G_ema(E(x)) on val tiles (meaningful once the encoder trains) + a sample grid."""
         E.eval()
         with torch.no_grad(), rt.autocast():

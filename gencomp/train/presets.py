@@ -57,9 +57,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "cpu-full": {
             **_COMMON,
-            # measured ~0.85 CPU-s/step (widths 24, batch 32): 15k steps take ~3.5 CPU-hours
-            "steps": 12_000,
-            "encoder_steps": 3_000,
+            # measured ~1.0 CPU-s/step (widths 24, batch 32): 12.5k steps take ~3.5 CPU-hours
+            "steps": 10_000,
+            "encoder_steps": 2_500,
             "batch_size": 32,
             "tile": 64,
             "latent_dim": 100,
@@ -103,7 +103,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "vaegan": {
         "demo": {
             **_COMMON,
-            "steps": 300,  # ~0.1 CPU-s each
+            "steps": 800,  # ~0.05 CPU-s each
             "batch_size": 8,
             "crop": 64,
             "max_channels": 28,
@@ -118,18 +118,18 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "msssim_weight": 0.0,
             "kl_weight": 1e-4,
             "adv_weight": 0.01,
-            "adv_start": 150,  # the adversarial term joins once reconstructions are sensible
+            "adv_start": 400,  # the adversarial term joins once reconstructions are sensible
             "rate_lambda": 0.0,  # 0: poster-style, prior fitted after training; > 0: rate-aware, prior learned
             "quant_step": 0.25,  # latent step for rate_lambda = 0 (rate-aware training forces 1.0)
             "prior_fit_batches": 8,
-            "checkpoint_every": 100,
-            "val_every": 150,
+            "checkpoint_every": 200,
+            "val_every": 400,
             "val_batches": 2,
         },
         "cpu-full": {
             **_COMMON,
-            # measured ~0.6 CPU-s/step (width 64, 128 px crops): 20k steps take ~3.3 CPU-hours
-            "steps": 20_000,
+            # measured ~0.7 CPU-s/step (width 64, 128 px crops): 16k steps take ~3 CPU-hours
+            "steps": 16_000,
             "batch_size": 8,
             "crop": 128,
             "max_channels": 28,
@@ -144,7 +144,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "msssim_weight": 0.1,
             "kl_weight": 1e-4,
             "adv_weight": 0.005,
-            "adv_start": 8_000,
+            "adv_start": 6_000,
             "rate_lambda": 0.0,
             "quant_step": 0.25,
             "prior_fit_batches": 64,
