@@ -173,7 +173,7 @@ def run_dedupe(
         }
     )
     frame["bytes"] = [p.stat().st_size if p.is_file() else 0 for p in abs_paths]
-    clusters = _cluster(frame, threshold=threshold, hash_kind=hash_kind)
+    clusters = _cluster(frame, threshold=threshold, hash_kind=hash_kind, workers=workers)
 
     table = pa.Table.from_pandas(clusters[CLUSTER_COLUMNS], schema=CLUSTER_SCHEMA, preserve_index=False)
     write_parquet_atomic(table.replace_schema_metadata(None), out_dir / "clusters.parquet", compression="zstd")
@@ -205,7 +205,7 @@ def run_dedupe(
     return summary
 
 
-def _cluster(frame: pd.DataFrame, *, threshold: int, hash_kind: str) -> pd.DataFrame:
+def _cluster(frame: pd.DataFrame, *, threshold: int, hash_kind: str, workers: int) -> pd.DataFrame:
     """Add cluster, cluster_key, cluster_size, keep and distance to the per-file frame."""
     frame = frame.reset_index(drop=True)
     n = len(frame)
@@ -220,7 +220,7 @@ def _cluster(frame: pd.DataFrame, *, threshold: int, hash_kind: str) -> pd.DataF
     hash_u64 = np.zeros(n, dtype=np.uint64)
     hash_u64[ok_idx] = as_uint64(frame[hash_kind].to_numpy()[ok_idx].astype(np.int64))
     uniq_sha, first, inverse = np.unique(sha[ok_idx], return_index=True, return_inverse=True)
-    label[ok_idx] = cluster_hashes(hash_u64[ok_idx][first], threshold)[inverse]
+    label[ok_idx] = cluster_hashes(hash_u64[ok_idx][first], threshold, workers=workers)[inverse]
     # Undecodable files: one cluster per sha256 (per path when unreadable), never kept.
     bad_idx = np.nonzero(~ok)[0]
     if len(bad_idx):

@@ -11,12 +11,14 @@ first block that can find it only, so no pair is found twice.
 
 ``m`` is chosen by a cost model: many small blocks give few probes but large buckets (many false
 candidates); few wide blocks give small buckets but many bit-flip probes. For uniform hashes at n = 1e6
-and t = 8 the model picks m = 3 (21-bit blocks, radius 2). Below a few thousand hashes a vectorised
-all-pairs scan is cheaper and is used instead.
+and t = 10 the model picks m = 3 (21/22-bit blocks, radii 3, 3, 2; ~28 s of one core), for t = 8 also m = 3
+(~7 s). Below a few thousand hashes a vectorised all-pairs scan is cheaper and is used instead. Blocks can
+run in threads (``workers``): numpy releases the GIL.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import combinations
 from math import comb
@@ -26,7 +28,8 @@ import numpy as np
 _U64 = np.uint64
 _PAIR_CHUNK = 4_000_000  # candidate pairs verified per numpy batch (bounded memory: ~100 MB)
 _PROBE_CHUNK = 4_000_000  # (bucket, flip) probes per batch
-MAX_PROBES = 200_000  # bit-flip probes per bucket beyond which a block plan is refused
+MAX_PROBES = 200_000
+_DENSE_TABLE_BITS = 24  # blocks up to this width use a 2**width int32 lookup table (64 MiB at 24 bits)  # bit-flip probes per bucket beyond which a block plan is refused
 
 
 @dataclass(frozen=True)
@@ -64,14 +67,17 @@ def _probes(width: int, radius: int) -> int:
 
 def estimate_cost(n: int, threshold: int, blocks: int) -> float:
     """Rough cost of :func:`hamming_pairs` with ``blocks`` blocks on ``n`` uniform hashes, in units of about
-    15 ns on one core (measured: a probe costs about two units, a verified candidate pair one)."""
+    10 ns of one core. Calibrated at n = 1e6: t = 10 took 28 s of CPU with 3 blocks, 39 s with 4; t = 8 took
+    6.6 s with 3 blocks, 15.5 s with 4. A probe (half the flips per occupied bucket) and a verified
+    candidate pair cost about one unit each."""
     cost = 0.0
     for b in plan_blocks(threshold, blocks):
         probes = _probes(b.width, b.radius)
-        occupied = min(n, 2.0**b.width)
+        buckets = 2.0**b.width
+        occupied = buckets * -np.expm1(-n / buckets)
         cost += 1e5  # per-block fixed work: argsort, unique, Python overhead
-        cost += 2.0 * occupied * probes  # probe generation + binary search
-        cost += n * (n - 1) / 2 * probes / 2.0**b.width  # candidate pairs to verify
+        cost += 0.5 * occupied * (probes - 1)  # probes to larger bucket values only
+        cost += n * (n - 1) / 2 * probes / buckets  # candidate pairs to verify
     return cost
 
 
@@ -144,16 +150,20 @@ def _split_big(sa, ca, sb, cb, same):
     return tuple(np.concatenate([p[c] for p in pieces]) for c in range(6))
 
 
-def _expand(sa, ca, sb, cb, same, order):
-    """Yield ``(a, b, drop)``: every member pair of each bucket pair, in batches of about _PAIR_CHUNK.
-
-    ``drop`` marks the pairs to ignore when a bucket is paired with itself (``x >= y``: self pairs and the
-    mirror image of each pair).
+def _expand(sa, ca, sb, cb, same):
+    """Yield ``(pa, pb, drop)``: positions (in key-sorted order) of every member pair of each bucket pair, in
+    batches of about _PAIR_CHUNK. ``drop`` (None when no bucket is paired with itself) marks the pairs to
+    ignore in a bucket paired with itself: ``x >= y``, self pairs and the mirror image of each pair.
     """
+    single = (ca == 1) & (cb == 1) & ~same  # most bucket pairs when blocks are wide: no expansion needed
+    for lo in range(0, int(single.sum()), _PAIR_CHUNK):
+        yield sa[single][lo : lo + _PAIR_CHUNK], sb[single][lo : lo + _PAIR_CHUNK], None
+    sa, ca, sb, cb, same = sa[~single], ca[~single], sb[~single], cb[~single], same[~single]
     sa, ca, sb, cb, same, aoff = _split_big(sa, ca, sb, cb, same)
     totals = ca * cb
     if len(totals) == 0:
         return
+    any_same = bool(same.any())
     cum = np.cumsum(totals)
     start = 0
     while start < len(totals):
@@ -162,22 +172,94 @@ def _expand(sa, ca, sb, cb, same, order):
         t = totals[start:stop]
         rep = np.repeat(np.arange(start, stop), t)
         local = np.arange(int(t.sum()), dtype=np.int64) - np.repeat(cum[start:stop] - t - base, t)
-        x = local // cb[rep]
-        y = local - x * cb[rep]
-        drop = same[rep] & (aoff[rep] + x >= y)
-        yield order[sa[rep] + x], order[sb[rep] + y], drop
+        width = cb[rep]
+        x = local // width
+        y = local - x * width
+        drop = (same[rep] & (aoff[rep] + x >= y)) if any_same else None
+        yield sa[rep] + x, sb[rep] + y, drop
         start = stop
 
 
+def _block_pairs(h: np.ndarray, plan: list[Block], k: int, threshold: int):
+    """The pairs within ``threshold`` that block ``k`` finds and no earlier block does."""
+    block = plan[k]
+    keys = (h >> _U64(block.shift)) & _U64((1 << block.width) - 1)
+    order = np.argsort(keys, kind="stable")
+    hs = h[order]  # candidates are verified in key-sorted order: bucket members are contiguous
+    ukeys, starts, counts = np.unique(keys[order], return_index=True, return_counts=True)
+    starts = starts.astype(np.int64)
+    counts = counts.astype(np.int64)
+    out_i, out_j, out_d = [], [], []
+
+    def verify(pa, pb, drop):
+        x = hs[pa] ^ hs[pb]
+        d = popcount64(x)
+        ok = d <= threshold
+        if drop is not None:
+            ok &= ~drop
+        for earlier in plan[:k]:  # found by an earlier block already
+            ok &= popcount64(x & earlier.mask) > earlier.radius
+        a, b = order[pa[ok]], order[pb[ok]]
+        out_i.append(np.minimum(a, b))
+        out_j.append(np.maximum(a, b))
+        out_d.append(d[ok])
+
+    # A bucket with itself (block values equal).
+    multi = counts >= 2
+    sm, cm = starts[multi], counts[multi]
+    for batch in _expand(sm, cm, sm, cm, np.ones(len(sm), dtype=bool)):
+        verify(*batch)
+
+    # A bucket with each occupied bucket whose value is 1..radius bit flips away (each unordered pair of
+    # buckets once: only probes to a larger value).
+    flips = _flip_masks(block.width, block.radius)
+    if len(flips) and len(ukeys) >= 2:
+        # Bucket lookup: a dense key -> bucket table when the block is narrow enough (one gather per probe),
+        # else a binary search. Buckets are in ascending key order, so "probe value > own value" is
+        # "probe bucket > own bucket", and a miss (-1) is never greater.
+        table = None
+        if block.width <= _DENSE_TABLE_BITS:
+            table = np.full(1 << block.width, -1, dtype=np.int32)
+            table[ukeys.astype(np.int64)] = np.arange(len(ukeys), dtype=np.int32)
+            ukeys, flips = ukeys.astype(np.int64), flips.astype(np.int64)
+        # key ^ f > key exactly when key has a 0 at f's highest set bit: probe only those keys, so each
+        # unordered pair of buckets is met once and no probe is wasted.
+        top = np.floor(np.log2(flips.astype(np.float64))).astype(np.int64)
+        for bit in range(block.width):
+            f_bit = flips[top == bit]
+            if len(f_bit) == 0:
+                continue
+            src_all = np.nonzero(((ukeys >> type(ukeys[0])(bit)) & type(ukeys[0])(1)) == 0)[0]
+            if len(src_all) == 0:
+                continue
+            rows = max(1, _PROBE_CHUNK // len(f_bit))
+            for r0 in range(0, len(src_all), rows):
+                src_rows = src_all[r0 : r0 + rows]
+                probe = ukeys[src_rows][:, None] ^ f_bit[None, :]
+                if table is not None:
+                    dst = table[probe]
+                else:
+                    pos = np.minimum(np.searchsorted(ukeys, probe), len(ukeys) - 1)
+                    dst = np.where(ukeys[pos] == probe, pos, -1)
+                row, col = np.nonzero(dst >= 0)
+                src = src_rows[row]
+                dst = dst[row, col].astype(np.int64)
+                for batch in _expand(starts[src], counts[src], starts[dst], counts[dst],
+                                     np.zeros(len(src), dtype=bool)):
+                    verify(*batch)
+    return _concat(out_i, out_j, out_d)
+
+
 def hamming_pairs(
-    hashes, threshold: int, *, blocks: int | None = None
+    hashes, threshold: int, *, blocks: int | None = None, workers: int = 1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every pair ``i < j`` with ``popcount(hashes[i] ^ hashes[j]) <= threshold``.
 
     ``hashes``: 64-bit values (``uint64``, or ``int64`` reinterpreted). ``blocks``: number of index blocks
-    (None: chosen by :func:`choose_blocks`; 0: all-pairs scan). Returns ``(i, j, distance)`` as int64,
-    int64, uint8 arrays sorted by ``(i, j)``. Equal values are pairs at distance 0, so a value repeated
-    ``g`` times yields ``g*(g-1)/2`` pairs: use :func:`near_duplicate_edges` for data with many repeats.
+    (None: chosen by :func:`choose_blocks`; 0: all-pairs scan). ``workers``: threads, one block each at a
+    time (numpy releases the GIL). Returns ``(i, j, distance)`` as int64, int64, uint8 arrays sorted by
+    ``(i, j)``. Equal values are pairs at distance 0, so a value repeated ``g`` times yields ``g*(g-1)/2``
+    pairs: use :func:`near_duplicate_edges` for data with many repeats.
     """
     h = np.asarray(hashes)
     h = np.ascontiguousarray(h.view(_U64) if h.dtype == np.int64 else h.astype(_U64, copy=False))
@@ -194,51 +276,12 @@ def hamming_pairs(
     if blocks == 0 or n < 2:
         i, j, d = _all_pairs(h, threshold)
         return _sorted(i, j, d)
-
-    out_i, out_j, out_d = [], [], []
-    for k, block in enumerate(plan):
-        keys = (h >> _U64(block.shift)) & _U64((1 << block.width) - 1)
-        order = np.argsort(keys, kind="stable")
-        ukeys, starts, counts = np.unique(keys[order], return_index=True, return_counts=True)
-        starts = starts.astype(np.int64)
-        counts = counts.astype(np.int64)
-
-        def verify(a, b, drop):
-            x = h[a] ^ h[b]
-            d = popcount64(x)
-            ok = (d <= threshold) & ~drop
-            for earlier in plan[:k]:  # found by an earlier block already
-                ok &= popcount64(x & earlier.mask) > earlier.radius
-            lo, hi = np.minimum(a[ok], b[ok]), np.maximum(a[ok], b[ok])
-            out_i.append(lo)
-            out_j.append(hi)
-            out_d.append(d[ok])
-
-        # A bucket with itself (block values equal).
-        multi = counts >= 2
-        sm, cm = starts[multi], counts[multi]
-        for a, b, drop in _expand(sm, cm, sm, cm, np.ones(len(sm), dtype=bool), order):
-            verify(a, b, drop)
-
-        # A bucket with each occupied bucket whose value is 1..radius bit flips away (each unordered pair
-        # of buckets once: only probes to a larger value).
-        flips = _flip_masks(block.width, block.radius)
-        if len(flips) == 0 or len(ukeys) < 2:
-            continue
-        per_batch = max(1, _PROBE_CHUNK // len(ukeys))
-        for f0 in range(0, len(flips), per_batch):
-            f = flips[f0 : f0 + per_batch]
-            probe = ukeys[:, None] ^ f[None, :]
-            src, _ = np.nonzero(probe > ukeys[:, None])
-            probe = probe[probe > ukeys[:, None]]
-            pos = np.searchsorted(ukeys, probe)
-            pos_c = np.minimum(pos, len(ukeys) - 1)
-            hit = ukeys[pos_c] == probe
-            src, dst = src[hit], pos_c[hit]
-            cross = np.zeros(len(src), dtype=bool)
-            for a, b, drop in _expand(starts[src], counts[src], starts[dst], counts[dst], cross, order):
-                verify(a, b, drop)
-    i, j, d = _concat(out_i, out_j, out_d)
+    if workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = list(pool.map(lambda k: _block_pairs(h, plan, k, threshold), range(len(plan))))
+    else:
+        parts = [_block_pairs(h, plan, k, threshold) for k in range(len(plan))]
+    i, j, d = _concat([p[0] for p in parts], [p[1] for p in parts], [p[2] for p in parts])
     return _sorted(i, j, d)
 
 
@@ -248,7 +291,7 @@ def _sorted(i, j, d):
 
 
 def near_duplicate_edges(
-    hashes, threshold: int, *, blocks: int | None = None
+    hashes, threshold: int, *, blocks: int | None = None, workers: int = 1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Edges whose connected components are the clusters of the within-``threshold`` graph.
 
@@ -259,7 +302,7 @@ def near_duplicate_edges(
     h = np.asarray(hashes)
     h = h.view(_U64) if h.dtype == np.int64 else h.astype(_U64)
     uniq, first, inverse = np.unique(h, return_index=True, return_inverse=True)
-    ui, uj, d = hamming_pairs(uniq, threshold, blocks=blocks)
+    ui, uj, d = hamming_pairs(uniq, threshold, blocks=blocks, workers=workers)
     a, b = first[ui], first[uj]
     repeat = np.nonzero(first[inverse] != np.arange(len(h)))[0]
     i = np.concatenate([np.minimum(a, b), first[inverse[repeat]]]).astype(np.int64)
@@ -293,9 +336,9 @@ def connected_components(n: int, i, j) -> np.ndarray:
     return parent
 
 
-def cluster_hashes(hashes, threshold: int, *, blocks: int | None = None) -> np.ndarray:
+def cluster_hashes(hashes, threshold: int, *, blocks: int | None = None, workers: int = 1) -> np.ndarray:
     """Cluster label (smallest member index) of each hash, linking hashes within ``threshold`` bits."""
-    i, j, _ = near_duplicate_edges(hashes, threshold, blocks=blocks)
+    i, j, _ = near_duplicate_edges(hashes, threshold, blocks=blocks, workers=workers)
     return connected_components(len(np.asarray(hashes)), i, j)
 
 
