@@ -64,17 +64,15 @@ def main() -> None:
     ap.add_argument("--kinds", nargs="+", default=["gan", "vaegan"])
     ap.add_argument("--presets", nargs="+", default=None, help="default: demo cpu-full (+ gpu on CUDA)")
     ap.add_argument("--steps", type=int, default=10, help="timed steps per preset")
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--threads", type=int, default=None, help="override the presets' 'threads' (0: torch's default)")
     ap.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
     ap.add_argument("--shards", type=Path, default=None, help="use the shard loader on this folder instead")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     presets = args.presets or (["demo", "cpu-full"] + (["gpu"] if torch.cuda.is_available() else []))
 
     photos = None if args.shards else load_photos(args.photos, 16, 512)
     print(f"device: {'cuda ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}, "
-          f"torch threads: {torch.get_num_threads()}")
+          f"threads: {'preset' if args.threads is None else args.threads}")
     print(f"{'kind':7} {'preset':9} {'batch':>5} {'crop':>4} {'img/s':>8} {'steps/s':>8} {'cpu-s/step':>10} "
           f"{'full preset':>14}")
     # one throw-away run first: imports, dvclive's first start and allocator warm-up stay out of the numbers
@@ -88,6 +86,8 @@ def main() -> None:
             crop = cfg["tile"] if kind == "gan" else cfg["crop"]
             steps = args.steps
             overrides = {"steps": steps, "checkpoint_every": 10**9, "val_every": 10**9, "log_every": 10**9}
+            if args.threads is not None:
+                overrides["threads"] = args.threads
             if kind == "gan":
                 overrides["encoder_steps"] = 0
             if kind == "vaegan":

@@ -77,8 +77,13 @@ def test_resolve_preset_rejects_unknown_and_mistyped_settings():
 
 def test_train_gan_writes_checkpoint_model_and_logs(tmp_path):
     out = tmp_path / "gan"
-    summary = train("gan", data_dir=None, out_dir=out, overrides=TINY_GAN, dataset=AstronautCrops(32),
-                    val_dataset=AstronautCrops(32, count=8, seed=1), progress=False)
+    torch.set_num_threads(2)
+    try:
+        summary = train("gan", data_dir=None, out_dir=out, overrides=TINY_GAN, dataset=AstronautCrops(32),
+                        val_dataset=AstronautCrops(32, count=8, seed=1), progress=False)
+        assert torch.get_num_threads() == 2  # the preset's threads=1 applied only inside train()
+    finally:
+        torch.set_num_threads(1)
     assert summary["step"] == 7 and summary["samples_consumed"] == 28
     assert json.loads((out / "train_summary.json").read_text())["fingerprint"] == summary["fingerprint"]
     assert set(summary["val"]) == {"inversion_psnr", "inversion_ssim"}

@@ -68,7 +68,7 @@ MODEL_NAME = "model.pt"
 # Settings that may change between a checkpoint and its resumption (schedules, logging, workers); any other
 # difference means the checkpoint belongs to a different experiment and resuming it would mix the two.
 RESUMABLE_CHANGES = {"steps", "encoder_steps", "checkpoint_every", "log_every", "val_every", "val_batches",
-                     "num_workers", "compile"}
+                     "num_workers", "threads", "compile"}
 SAMPLE_SEED = 1234  # fixed latents / images for the sample grids, drawn from their own generator
 
 
@@ -95,6 +95,9 @@ class Runtime:
             dist.init_process_group(backend="nccl" if self.cuda else "gloo")
             self.owns_process_group = True
         self.is_main = self.rank == 0
+        self.threads_before = torch.get_num_threads()
+        if not self.cuda and cfg["threads"] > 0:
+            torch.set_num_threads(cfg["threads"])
         self.bf16 = self.cuda and cfg["amp"] == "auto"
         self.channels_last = self.cuda and cfg["channels_last"] == "auto"
         if self.cuda:
@@ -121,6 +124,7 @@ class Runtime:
                 t.div_(self.world_size)
 
     def close(self) -> None:
+        torch.set_num_threads(self.threads_before)
         if self.owns_process_group:
             dist.destroy_process_group()
 
