@@ -1,0 +1,128 @@
+"""Encode + decode time per codec on one 768x512 image, file size, bpp and container overhead.
+
+    python benchmarks/bench_codecs.py [--image PATH] [--gan-model PATH] [--vaegan-model PATH] [--steps N]
+                                      [--repeat N] [--threads N] [--json OUT.json]
+
+Without ``--image`` the image is scikit-image's astronaut, resized to 768x512 (Kodak's size). Without model
+files the generative codecs run on randomly initialised models of the default architectures: timings depend
+on the architecture, not on the weights (rates and quality then mean nothing and are not printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def _image(path: str | None) -> Image.Image:
+    from gencomp.data.images import open_image
+
+    if path:
+        return open_image(path)
+    from skimage import data
+
+    return Image.fromarray(data.astronaut()).resize((768, 512), Image.Resampling.LANCZOS)
+
+
+def _random_models(root: Path) -> tuple[Path, Path]:
+    from gencomp.models import VAEGAN, GaussianChannelPrior, Generator, InversionEncoder, save_gan, save_vaegan
+
+    torch.manual_seed(0)
+    gan, vaegan = root / "gan.pt", root / "vaegan.pt"
+    save_gan(gan, generator=Generator(), encoder=InversionEncoder())
+    save_vaegan(vaegan, model=VAEGAN(), prior=GaussianChannelPrior(28), quant_step=1.0, prior_fitted=False)
+    return gan, vaegan
+
+
+def _psnr(a: Image.Image, b: Image.Image) -> float:
+    mse = np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255**2 / mse))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--image")
+    parser.add_argument("--gan-model")
+    parser.add_argument("--vaegan-model")
+    parser.add_argument("--steps", type=int, default=100, help="gan-inversion search steps")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs of the fast codecs (median reported)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--json", dest="json_out")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from gencomp.codecs import get_codec, unpack
+
+    image = _image(args.image)
+    pixels = image.width * image.height
+    with tempfile.TemporaryDirectory() as tmp:
+        trained = bool(args.gan_model and args.vaegan_model)
+        gan, vaegan = (Path(args.gan_model), Path(args.vaegan_model)) if trained else _random_models(Path(tmp))
+        cases = [
+            ("jpeg", {"quality": 75}), ("jpeg", {"quality": 1}), ("jpeg", {"target_bpp": 0.5}),
+            ("webp", {"quality": 80}), ("avif", {"quality": 75}), ("jxl", {"quality": 90}),
+            ("vaegan", {"model": vaegan, "channels": 28}), ("vaegan", {"model": vaegan, "channels": 2}),
+            ("vaegan", {"model": vaegan, "channels": 28, "storage": "raw"}),
+            ("gan-inversion", {"model": gan, "steps": args.steps, "bits": 32}),
+            ("gan-inversion", {"model": gan, "steps": args.steps, "bits": 6, "entropy": "gaussian"}),
+        ]
+        rows = []
+        for name, settings in cases:
+            codec = get_codec(name, **settings)
+            runs = 1 if name == "gan-inversion" else args.repeat
+            # warm-up (model load, plugin init); a small crop for the slow latent search
+            warm = image.crop((0, 0, 64, 64)) if name == "gan-inversion" else image
+            codec.decode(codec.encode(warm))
+            enc_times, dec_times = [], []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                data = codec.encode(image)
+                t1 = time.perf_counter()
+                decoded = codec.decode(data)
+                t2 = time.perf_counter()
+                enc_times.append(t1 - t0)
+                dec_times.append(t2 - t1)
+            container = unpack(data)
+            generative = name in ("vaegan", "gan-inversion")
+            row = {
+                "codec": name,
+                "settings": {k: v for k, v in settings.items() if k != "model"},
+                "encode_s": statistics.median(enc_times),
+                "decode_s": statistics.median(dec_times),
+                "bytes": len(data),
+                "overhead_bytes": container.overhead,
+                "bpp": len(data) * 8 / pixels,
+                "psnr_db": None if generative and not trained else _psnr(decoded, image),
+            }
+            rows.append(row)
+            print(f"  {name} {row['settings']}: encode {row['encode_s']:.3f} s, decode {row['decode_s']:.3f} s",
+                  file=sys.stderr, flush=True)
+    print(f"image {image.width}x{image.height}, torch threads {args.threads}, "
+          f"{'trained' if trained else 'random-weight'} generative models")
+    print(f"| codec | settings | encode s | decode s | bytes | overhead B | bpp | PSNR dB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        settings = " ".join(f"{k}={v}" for k, v in r["settings"].items())
+        psnr = "-" if r["psnr_db"] is None else f"{r['psnr_db']:.2f}"
+        print(f"| {r['codec']} | {settings} | {r['encode_s']:.3f} | {r['decode_s']:.3f} | {r['bytes']} | "
+              f"{r['overhead_bytes']} | {r['bpp']:.4f} | {psnr} |")
+    if args.json_out:
+        out = Path(args.json_out)
+        tmp_out = out.with_name(f".{out.name}.tmp")
+        tmp_out.write_text(json.dumps(rows, indent=2))
+        os.replace(tmp_out, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
