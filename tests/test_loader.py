@@ -137,3 +137,16 @@ def test_bad_splits_are_refused(tmp_path):
     with pytest.raises(FileNotFoundError):
         loader.ShardDataset(tmp_path / "nothing", "train")
     assert loader.split_counts(shard_dir) == {"train": 6, "val": 0}
+
+
+def test_resampling_only_the_crop_window_matches_resize_then_crop():
+    rng = np.random.default_rng(0)
+    img = Image.fromarray((rng.random((60, 80, 3)) * 255).astype(np.uint8)).resize((800, 600), Image.Resampling.BICUBIC)
+    for downscale_to, crop in ((256, 64), (None, 64), (1000, 700)):
+        size = loader.target_size(img.size, crop=crop, downscale_to=downscale_to)
+        full = np.asarray(loader.fit_short_side(img, crop=crop, downscale_to=downscale_to), dtype=np.int16)
+        assert full.shape[:2] == (size[1], size[0])
+        for x, y in ((0, 0), (size[0] - crop, size[1] - crop), ((size[0] - crop) // 2, min(7, size[1] - crop))):
+            window = np.asarray(loader.crop_resized(img, x, y, crop, size), dtype=np.int16)
+            diff = np.abs(window - full[y : y + crop, x : x + crop])
+            assert diff.mean() < 0.01 and diff.max() <= 2  # rounding only

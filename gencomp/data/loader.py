@@ -13,8 +13,10 @@ content, so a row group is already a random sample of its split. ``train=False``
 centre crop.
 
 Every image is decoded by :func:`gencomp.data.images.open_image`. When ``downscale_to`` is set, JPEGs decode
-by DCT scaling to at least ``downscale_to`` on both sides and are then resized (Lanczos) so that the short
-side is ``downscale_to``; images whose short side is below ``crop`` are upscaled to ``crop``.
+by DCT scaling to at least ``downscale_to`` on both sides, and the image is resized (Lanczos) so that its short
+side is ``downscale_to``; images whose short side is below ``crop`` are upscaled to ``crop``. Only the crop
+window is ever resampled (:func:`crop_resized`), which gives the pixels of "resize, then crop" without
+resizing the whole photo.
 """
 
 from __future__ import annotations
@@ -60,17 +62,34 @@ def iter_split_images(shards_dir: str | Path, split: str) -> Iterator[tuple[str,
                 yield sha, open_image(data)
 
 
-def fit_short_side(img: Image.Image, *, crop: int, downscale_to: int | None) -> Image.Image:
-    """Resize so the short side is at most ``downscale_to`` (None: no limit) and at least ``crop``."""
-    short = min(img.size)
+def target_size(size: tuple[int, int], *, crop: int, downscale_to: int | None) -> tuple[int, int]:
+    """The (width, height) an image of ``size`` is resized to: short side at most ``downscale_to`` (None: no
+    limit) and at least ``crop``, aspect ratio kept."""
+    w, h = size
+    short = min(w, h)
     target = short if downscale_to is None else min(short, downscale_to)
     target = max(target, crop)
     if target == short:
-        return img
+        return w, h
     scale = target / short
-    size = (max(crop, round(img.width * scale)), max(crop, round(img.height * scale)))
-    # reducing_gap: a cheap integer reduction first for big reductions; Lanczos for the last factor <= 3.
-    return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0 if scale < 1 else None)
+    return max(crop, round(w * scale)), max(crop, round(h * scale))
+
+
+def fit_short_side(img: Image.Image, *, crop: int, downscale_to: int | None) -> Image.Image:
+    """The whole image resized (Lanczos) to :func:`target_size`."""
+    size = target_size(img.size, crop=crop, downscale_to=downscale_to)
+    return img if size == img.size else img.resize(size, Image.Resampling.LANCZOS)
+
+
+def crop_resized(img: Image.Image, x: int, y: int, crop: int, size: tuple[int, int]) -> Image.Image:
+    """The ``crop`` x ``crop`` window at ``(x, y)`` of ``img`` resized to ``size``, computed by resampling only
+    that window (Pillow's ``box``): the same Lanczos filter as resizing the whole image, at a fraction of the
+    cost when one small crop is taken from a large photo."""
+    if size == img.size:
+        return img.crop((x, y, x + crop, y + crop))
+    sx, sy = img.width / size[0], img.height / size[1]
+    box = (x * sx, y * sy, min(img.width, (x + crop) * sx), min(img.height, (y + crop) * sy))  # no float overshoot
+    return img.resize((crop, crop), Image.Resampling.LANCZOS, box=box)
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
@@ -149,17 +168,15 @@ class ShardDataset(IterableDataset):
         return [(self.units[u][0], self.units[u][1], rows) for u, rows in mine.items()]
 
     def _crops(self, img: Image.Image, rng: np.random.Generator) -> Iterator[torch.Tensor]:
-        img = fit_short_side(img, crop=self.crop, downscale_to=self.downscale_to)
         c = self.crop
+        size = target_size(img.size, crop=c, downscale_to=self.downscale_to)
         if not self.train:
-            x, y = (img.width - c) // 2, (img.height - c) // 2
-            yield to_tensor(img.crop((x, y, x + c, y + c)))
+            yield to_tensor(crop_resized(img, (size[0] - c) // 2, (size[1] - c) // 2, c, size))
             return
-        arr = np.asarray(img, dtype=np.uint8)
         for _ in range(self.crops_per_image):
-            y = int(rng.integers(0, img.height - c + 1))
-            x = int(rng.integers(0, img.width - c + 1))
-            patch = arr[y : y + c, x : x + c]
+            y = int(rng.integers(0, size[1] - c + 1))
+            x = int(rng.integers(0, size[0] - c + 1))
+            patch = np.asarray(crop_resized(img, x, y, c, size), dtype=np.uint8)
             if rng.random() < 0.5:
                 patch = patch[:, ::-1]
             yield torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1))).float().div_(255.0)
