@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr, flush=True)
     print(f"image {image.width}x{image.height}, torch threads {args.threads}, "
           f"{'trained' if trained else 'random-weight'} generative models")
-    print(f"| codec | settings | encode s | decode s | bytes | overhead B | bpp | PSNR dB |")
+    print("| codec | settings | encode s | decode s | bytes | overhead B | bpp | PSNR dB |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         settings = " ".join(f"{k}={v}" for k, v in r["settings"].items())

@@ -17,7 +17,7 @@ model, which the header's fingerprint pins. "vaegan-c28" ... "vaegan-c2" are the
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
