@@ -89,7 +89,7 @@ def _planted(n: int, pairs: int, threshold: int, seed: int = 0):
     return h, np.minimum(a, b), np.maximum(a, b)
 
 
-def bench_join(n: int, threshold: int) -> None:
+def bench_join(n: int, threshold: int, workers: int) -> None:
     print(f"## Near-duplicate join, threshold {threshold} (load average {os.getloadavg()[0]:.1f})\n")
     print("| hashes | method | blocks | seconds | pairs found | planted recall |")
     print("|---|---|---|---|---|---|")
@@ -97,11 +97,12 @@ def bench_join(n: int, threshold: int) -> None:
         h, pa, pb = _planted(size, max(100, size // 100), threshold)
         blocks = neardup.choose_blocks(size, threshold)
         t0 = time.perf_counter()
-        i, j, _ = neardup.hamming_pairs(h, threshold)
+        i, j, _ = neardup.hamming_pairs(h, threshold, workers=workers)
         dt = time.perf_counter() - t0
         found = set(zip(i.tolist(), j.tolist()))
         recall = np.mean([(x, y) in found for x, y in zip(pa.tolist(), pb.tolist())])
-        print(f"| {size:,} | multi-index hashing | {blocks} | {dt:.1f} | {len(i):,} | {recall:.4f} |")
+        print(f"| {size:,} | multi-index hashing, {workers} threads | {blocks} | {dt:.1f} | {len(i):,} | "
+              f"{recall:.4f} |")
         if size == 20_000:
             t0 = time.perf_counter()
             bi, bj, _ = neardup.hamming_pairs(h, threshold, blocks=0)
@@ -112,7 +113,7 @@ def bench_join(n: int, threshold: int) -> None:
             est = dt * (n / size) ** 2
             print(f"| {n:,} | all pairs, extrapolated (n^2) | - | ~{est:,.0f} | | |")
     t0 = time.perf_counter()
-    neardup.cluster_hashes(h, threshold)
+    neardup.cluster_hashes(h, threshold, workers=workers)
     print(f"\ncluster_hashes (join + union-find) on {n:,}: {time.perf_counter() - t0:.1f} s\n")
 
 
@@ -120,7 +121,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--n-hashes", type=int, default=1_000_000)
-    ap.add_argument("--threshold", type=int, default=10)
+    ap.add_argument("--threshold", type=int, default=8)
     ap.add_argument("--n-small", type=int, default=600)
     ap.add_argument("--n-big", type=int, default=120)
     ap.add_argument("--skip-hashing", action="store_true")
@@ -129,7 +130,8 @@ def main() -> None:
     if not args.skip_hashing:
         bench_hashing(args.workers, args.n_small, args.n_big)
     if not args.skip_join:
-        bench_join(args.n_hashes, args.threshold)
+        for threshold in sorted({args.threshold, 10}):
+            bench_join(args.n_hashes, threshold, args.workers)
 
 
 if __name__ == "__main__":
