@@ -160,3 +160,33 @@ def test_too_small_dataset_is_a_clear_error(tmp_path):
 def test_train_needs_data(tmp_path):
     with pytest.raises(ValueError, match="data_dir"):
         train("gan", data_dir=None, out_dir=tmp_path, overrides=TINY_GAN, progress=False)
+
+
+def test_train_reads_the_shard_loader(tmp_path):
+    """The default data path: ShardDataset over a shards folder (train split for training, val for metrics)."""
+    import hashlib
+
+    import pandas as pd
+    from PIL import Image
+
+    from gencomp.data.shards import write_shards
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rows = []
+    photo = AstronautCrops(crop=96, count=20)
+    for k, crop in enumerate(photo):
+        path = imgs / f"{k:02d}.png"
+        Image.fromarray((crop.permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(path)
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        rows.append(dict(path=path.name, sha256=sha, keep=True, status="ok", cluster_key=sha, width=96,
+                         height=96, format="PNG", url=""))
+    pd.DataFrame(rows).to_parquet(tmp_path / "clusters.parquet")
+    write_shards(tmp_path / "clusters.parquet", imgs, tmp_path / "shards",
+                 split_fractions={"train": 0.7, "val": 0.3})
+    summary = train("vaegan", data_dir=tmp_path / "shards", out_dir=tmp_path / "out",
+                    overrides=dict(TINY_VAEGAN, batch_size=2, downscale_to=64), progress=False)
+    assert summary["step"] == 5 and "val_note" not in summary
+    assert summary["val"]["psnr_c28"] > 0
+    assert load_model(tmp_path / "out" / "model.pt").config["prior"]["fitted"] is True
+

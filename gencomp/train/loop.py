@@ -203,8 +203,9 @@ def _make_datasets(cfg, data_dir, rt: Runtime, crop: int, dataset, val_dataset):
     if val_dataset is not None:
         return train_ds, val_dataset, None
     try:
+        # only rank 0 validates, on the whole split (the loader would otherwise pick up the DDP rank)
         val_ds = ShardDataset(data_dir, "val", crop=crop, train=False, seed=cfg["seed"],
-                              downscale_to=cfg["downscale_to"])
+                              downscale_to=cfg["downscale_to"], rank=0, world_size=1)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         return train_ds, None, f"no validation split ({exc})"
     return train_ds, val_ds, None
