@@ -13,6 +13,7 @@ their reason code, so they are not retried on every run and never stop it.
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -136,7 +137,9 @@ def _rows_to_frame(rows: Iterable[dict]) -> pd.DataFrame:
 def _hash_rows(paths: Sequence[str], *, workers: int, chunksize: int) -> list[dict]:
     if workers <= 1 or len(paths) < 2 * chunksize:
         return [hash_file(p) for p in paths]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # forkserver, not fork: callers such as Prefect tasks run in threads, and forking a threaded process can
+    # deadlock. The workers import this module once each.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
         return list(pool.map(hash_file, paths, chunksize=chunksize))
 
 

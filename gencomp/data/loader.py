@@ -185,7 +185,8 @@ class ShardDataset(IterableDataset):
         info = get_worker_info()
         worker_id, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker_id])
-        draft = (self.downscale_to, self.downscale_to) if self.downscale_to is not None else None
+        side = max(self.downscale_to, self.crop) if self.downscale_to is not None else None
+        draft = (side, side) if side is not None else None  # DCT-scaled decode never below what is kept
         files: dict[str, pq.ParquetFile] = {}
         for file, group, rows in self.assignment(worker_id, num_workers):
             pf = files.get(file) or files.setdefault(file, pq.ParquetFile(self.shards_dir / file))
