@@ -75,7 +75,7 @@ def scrape(
 def dedupe(
     images_dir: Annotated[Path, typer.Argument(help="Folder of images (a scrape output or any folder).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for clusters.parquet.")],
-    threshold: Annotated[int, typer.Option(help="Hamming distance for near-duplicates.")] = 10,
+    threshold: Annotated[int, typer.Option(help="Hamming distance for near-duplicates.")] = 8,
     hash_kind: Annotated[str, typer.Option("--hash", help="phash or dhash.")] = "phash",
     workers: Annotated[int, typer.Option(help="Hashing processes.")] = 2,
 ) -> None:

@@ -62,7 +62,7 @@ class ScrapeParams(_Section):
 class DedupeParams(_Section):
     out: str = "data/dedup"
     hash: Literal["phash", "dhash"] = "phash"
-    threshold: int = Field(10, ge=0, le=32)
+    threshold: int = Field(8, ge=0, le=32)
     workers: int = Field(2, ge=1)
     contact_sheet_clusters: int = Field(12, ge=0)
 

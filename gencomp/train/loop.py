@@ -199,7 +199,8 @@ def _make_datasets(cfg, data_dir, rt: Runtime, crop: int, dataset, val_dataset):
 
     train_ds = ShardDataset(data_dir, "train", crop=crop, train=True, seed=cfg["seed"],
                             downscale_to=cfg["downscale_to"], rank=rt.rank if rt.ddp else None,
-                            world_size=rt.world_size if rt.ddp else None)
+                            world_size=rt.world_size if rt.ddp else None,
+                            crops_per_image=cfg["crops_per_image"])
     if val_dataset is not None:
         return train_ds, val_dataset, None
     try:
