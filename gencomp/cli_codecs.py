@@ -99,9 +99,9 @@ def _run(pairs: list[tuple[Path, Path]], work: Callable[[Path, Path], None], ver
 
 
 def _write(path: Path, data: bytes) -> None:
-    from gencomp.models.store import atomic_write_bytes
+    from gencomp.atomic import write_bytes_atomic
 
-    atomic_write_bytes(path, data)
+    write_bytes_atomic(path, data)
 
 
 def build_settings(codec_name: str, options: dict[str, Any], extra: list[str]) -> dict[str, Any]:

@@ -43,17 +43,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from PIL import Image
 
 from gencomp import metrics
 from gencomp.codecs.base import get_codec
 from gencomp.data.eval_sets import folder_images, pixels_sha256
-from gencomp.data.images import DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, ImageRejected, encode_png, open_image
+from gencomp.data.images import DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, encode_png, open_image
 
 # the report reads the sample layout, so it defines it; report imports matplotlib only when drawing
-from gencomp.report import ORIGINAL_SAMPLE_NAME, atomic_write_bytes, sample_folder, slugify
+from gencomp.atomic import write_bytes_atomic
+from gencomp.report import ORIGINAL_SAMPLE_NAME, sample_folder, slugify
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def write_results(results: pd.DataFrame, path: str | Path) -> Path:
     frame.attrs = {}  # run statistics are not part of the results
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
-    atomic_write_bytes(path, buffer.getvalue())
+    write_bytes_atomic(path, buffer.getvalue())
     return path
 
 
@@ -300,7 +300,7 @@ def compute_unit(unit: Mapping[str, Any]) -> dict[str, Any]:
             **metrics.all_metrics(original, decoded),
         )
         if unit.get("reconstruction_path"):
-            atomic_write_bytes(Path(unit["reconstruction_path"]), encode_png(decoded))
+            write_bytes_atomic(Path(unit["reconstruction_path"]), encode_png(decoded))
     except Exception as exc:  # one unit's failure is a result, not the end of the grid
         result["error"] = f"{type(exc).__name__}: {exc}"
         return result
@@ -311,7 +311,7 @@ def compute_unit(unit: Mapping[str, Any]) -> dict[str, Any]:
         "image_sha256": unit.get("image_sha256"),
         **result,
     }
-    atomic_write_bytes(Path(unit["cache_path"]), json.dumps(entry, sort_keys=True).encode())
+    write_bytes_atomic(Path(unit["cache_path"]), json.dumps(entry, sort_keys=True).encode())
     return result
 
 
@@ -386,7 +386,7 @@ def _stage_images(datasets: Mapping[str, Iterable], cache_dir: Path, sample_imag
             pixels = pixels_sha256(image)
             path = cache_dir / "images" / f"{pixels}.png"
             if not path.exists():
-                atomic_write_bytes(path, encode_png(image))
+                write_bytes_atomic(path, encode_png(image))
             staged.append(
                 _ImageInfo(dataset, image_id, str(sha256), pixels, image.width, image.height, path,
                            position < sample_images)
@@ -595,7 +595,7 @@ def evaluate_folder(
     )
     rejected_path = out_dir / "rejected.csv"
     if rejected:
-        atomic_write_bytes(rejected_path, pd.DataFrame(rejected).to_csv(index=False).encode())
+        write_bytes_atomic(rejected_path, pd.DataFrame(rejected).to_csv(index=False).encode())
     elif rejected_path.exists():
         rejected_path.unlink()
     if frame.empty:

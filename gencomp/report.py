@@ -19,9 +19,7 @@ import html
 import io
 import json
 import math
-import os
 import re
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gencomp.atomic import write_bytes_atomic
 from gencomp.bdrate import MIN_POINTS, NoOverlapError, bd_quality, bd_rate
 from gencomp.metrics import ms_ssim_db
 
@@ -62,18 +61,6 @@ def sample_folder(samples_dir: str | Path, dataset: str, image: str) -> Path:
 
 
 # ---------------------------------------------------------------- small helpers
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _fmt(value: Any, decimals: int) -> str:
@@ -539,7 +526,7 @@ def build_report(
 
     def write(name: str, data: bytes | str) -> None:
         path = out / name
-        atomic_write_bytes(path, data.encode() if isinstance(data, str) else data)
+        write_bytes_atomic(path, data.encode() if isinstance(data, str) else data)
         written[name] = path
 
     sections: list[tuple[str, str]] = []

@@ -8,8 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -80,7 +78,6 @@ NEVER_REQUESTED = [
 
 
 def build_routes(site: LoopbackSite, offsite: LoopbackSite) -> None:
-    base = site.base_url
     r = site.routes
     for path, body in GOOD.items():
         r[path] = image(body, "image/png" if path.endswith(".png") else "image/jpeg")

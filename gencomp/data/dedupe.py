@@ -29,14 +29,13 @@ import pandas as pd
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
+from gencomp.atomic import write_bytes_atomic, write_parquet_atomic
 from gencomp.data.hashing import (
     STATUS_OK,
     as_uint64,
     read_hash_cache,
     sha256_file,
     update_hash_cache,
-    write_bytes_atomic,
-    write_parquet_atomic,
 )
 from gencomp.data.images import ImageRejected, open_image
 from gencomp.data.neardup import choose_representatives, cluster_hashes, popcount64

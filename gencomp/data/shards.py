@@ -35,7 +35,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from gencomp.data.hashing import write_bytes_atomic
+from gencomp.atomic import write_bytes_atomic
 
 SHARD_SCHEMA = pa.schema(
     [
@@ -109,7 +109,9 @@ def _rebalance_tiny(points: dict[str, float], splits: dict[str, str], fractions:
         donors = [k for k, s in splits.items() if counts[s] >= 2]
         if not donors:
             continue
-        gap = lambda k: (lo - points[k]) if points[k] < lo else max(0.0, points[k] - hi)  # noqa: E731
+        def gap(k: str, lo: float = lo, hi: float = hi) -> float:
+            return (lo - points[k]) if points[k] < lo else max(0.0, points[k] - hi)
+
         splits[min(donors, key=lambda k: (gap(k), k))] = name
     return splits
 

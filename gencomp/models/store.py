@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gencomp.atomic import write_bytes_atomic
 from gencomp.models.gan import Generator, InversionEncoder
 from gencomp.models.prior import GaussianChannelPrior
 from gencomp.models.vaegan import VAEGAN
@@ -61,21 +61,6 @@ def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def fingerprint_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
@@ -90,7 +75,7 @@ def save_model(path: str | os.PathLike, *, kind: str, config: dict[str, Any],
     buf = io.BytesIO()
     torch.save(payload, buf)
     data = buf.getvalue()
-    atomic_write_bytes(Path(path), data)
+    write_bytes_atomic(Path(path), data)
     return fingerprint_bytes(data)
 
 

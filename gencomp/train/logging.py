@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gencomp.models.store import atomic_write_bytes
+from gencomp.atomic import write_bytes_atomic
 
 METRICS_NAME = "metrics.jsonl"
 VAL_NAME = "val.jsonl"
@@ -55,7 +55,7 @@ def _truncate_jsonl(path: Path, last_step: int) -> None:
                 kept.append(line)
         except (ValueError, KeyError):
             break  # a line cut short by the kill: everything after it is from after the checkpoint too
-    atomic_write_bytes(path, ("\n".join(kept) + "\n" if kept else "").encode())
+    write_bytes_atomic(path, ("\n".join(kept) + "\n" if kept else "").encode())
 
 
 class TrainLogger:

@@ -51,7 +51,8 @@ from gencomp.models.gan import (
     inversion_losses,
 )
 from gencomp.models.prior import GaussianChannelPrior
-from gencomp.models.store import atomic_write_bytes, save_gan, save_vaegan
+from gencomp.atomic import write_bytes_atomic
+from gencomp.models.store import save_gan, save_vaegan
 from gencomp.models.vaegan import VAEGAN, PatchDiscriminator, kl_divergence
 from gencomp.train.checkpoint import (
     CHECKPOINT_NAME,
@@ -356,7 +357,7 @@ def _restore_position(rt: Runtime, state: dict[str, Any], cfg: dict[str, Any]) -
 
 def _finish(out_dir: Path, rt: Runtime, summary: dict[str, Any]) -> dict[str, Any]:
     if rt.is_main:
-        atomic_write_bytes(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2, default=str).encode())
+        write_bytes_atomic(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2, default=str).encode())
     return summary
 
 

@@ -1,0 +1,45 @@
+"""Atomic file writes: a temporary file in the destination's folder, fsync, then os.replace.
+
+Readers, and a rerun after a crash, see either the old file or the whole new one, never half of it. Every module
+that writes an output goes through here.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def write_with(path: str | Path, writer: Callable[[str], None]) -> Path:
+    """Call ``writer(tmp_path)`` to produce the file, then move it into place at ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        writer(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return write_with(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_parquet_atomic(table, path: str | Path, **write_options) -> Path:
+    """Write a pyarrow Table to ``path`` atomically."""
+    import pyarrow.parquet as pq
+
+    return write_with(path, lambda tmp: pq.write_table(table, tmp, **write_options))
