@@ -4,19 +4,19 @@ Two ways in, one training code path:
 - `dvc repro` runs `python -m flows.train_gan` / `flows.train_vaegan`: the flow trains with the preset named in
   params.yaml and writes the stage's outputs.
 - A Prefect deployment (`prefect deployment run train-vaegan/demo`) runs the same flow with ``via_dvc=True``:
-  the flow then asks DVC to run the stage (`dvc exp run -S <section>.preset=... <stage>`), so the parameters
-  land in params.yaml, the outputs in DVC's cache and the lineage in dvc.lock, exactly as for `dvc repro`.
+  the flow writes the preset and overrides into params.yaml (comments kept), then runs `dvc exp run <stage>`,
+  so the parameters land in params.yaml, the outputs in DVC's cache and the lineage in dvc.lock, exactly as for `dvc repro`.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from prefect import flow, task
 
 from flows.common import params, run_logged
+from gencomp.config import load_params
 
 
 @task(name="train")
@@ -27,24 +27,56 @@ def train_task(kind: str, data_dir: str, out_dir: str, preset: str, overrides: d
                  overrides=overrides, resume=False, progress=sys.stdout.isatty())
 
 
-@task(name="dvc-stage")
-def dvc_stage(stage: str, set_params: dict) -> str:
-    cmd = ["dvc", "exp", "run"]
-    for key, value in set_params.items():
-        cmd += ["-S", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
-    cmd.append(stage)
-    return run_logged(cmd)
+def write_params(updates: dict[str, object], path=None) -> None:
+    """Set dotted keys of params.yaml in place, keeping its comments and layout (ruamel round-trip), so a
+    deployment run leaves a params.yaml a person can still read, and DVC sees exactly what changed."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
+
+    from flows.common import PARAMS_FILE
+
+    path = path or PARAMS_FILE
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.width = 4096  # never fold the long one-line grid entries
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.representer.add_representer(
+        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+    data = yaml.load(path.read_text())
+    for dotted, value in updates.items():
+        *parents, leaf = dotted.split(".")
+        node = data
+        for key in parents:
+            node = node[key]
+        if isinstance(value, dict):  # written inline, like the `overrides: {}` it replaces
+            value = CommentedMap(value)
+            value.fa.set_flow_style()
+        node[leaf] = value
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w") as fh:
+        yaml.dump(data, fh)
+    try:
+        load_params(tmp)  # an invalid value is refused before params.yaml is touched
+    except Exception:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(path)
+
+
+@task(name="dvc-exp-run")
+def dvc_exp_run(stage: str, updates: dict) -> str:
+    write_params(updates)
+    # `dvc exp run` records the run as an experiment and applies its outputs and dvc.lock to the workspace
+    return run_logged(["dvc", "exp", "run", stage])
 
 
 def _train(kind: str, preset: str | None, overrides: dict | None, via_dvc: bool) -> dict:
     section = f"train_{kind}"
     if via_dvc:
-        set_params = {}
+        updates: dict[str, object] = {f"{section}.overrides": dict(overrides or {})}
         if preset is not None:
-            set_params[f"{section}.preset"] = preset
-        for key, value in (overrides or {}).items():
-            set_params[f"{section}.overrides.{key}"] = value
-        return {"dvc": dvc_stage(section, set_params)}
+            updates[f"{section}.preset"] = preset
+        return {"dvc": dvc_exp_run(section, updates)}
     p = getattr(params(), section)
     if preset is not None or overrides:
         raise ValueError("preset/overrides are deployment parameters; under dvc repro they come from params.yaml")

@@ -39,3 +39,24 @@ def test_deployments_cover_every_entry_point_and_rescrape_is_scheduled():
     assert schedule.schedule.cron == p.rescrape_cron
     assert schedule.schedule.timezone == p.timezone
     assert not deployments["pipeline/repro"].schedules
+
+
+def test_write_params_keeps_comments_and_refuses_invalid_values(tmp_path):
+    from flows.train import write_params
+    from gencomp.config import ParamsError
+
+    path = tmp_path / "params.yaml"
+    original = (REPO / "params.yaml").read_text()
+    path.write_text(original)
+    write_params({"train_vaegan.preset": "cpu-full", "train_vaegan.overrides": {"steps": 12}}, path)
+    p = load_params(path)
+    assert p.train_vaegan.preset == "cpu-full" and p.train_vaegan.overrides == {"steps": 12}
+    text = path.read_text()
+    assert "# gencomp parameters" in text and "# Table 1 (approach 1" in text  # comments survive
+    assert len(text.splitlines()) == len(original.splitlines())  # only the two values changed
+
+    before = path.read_text()
+    with pytest.raises(ParamsError, match="split"):
+        write_params({"shard.split": {"train": 2.0}}, path)
+    assert path.read_text() == before
+    assert not list(tmp_path.glob(".params.yaml*"))
