@@ -12,6 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+# mkstemp creates files readable by their owner only; outputs get the usual permissions (0666 minus umask).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
+
 def write_with(path: str | Path, writer: Callable[[str], None]) -> Path:
     """Call ``writer(tmp_path)`` to produce the file, then move it into place at ``path``."""
     path = Path(path)
@@ -22,6 +28,7 @@ def write_with(path: str | Path, writer: Callable[[str], None]) -> Path:
         writer(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
