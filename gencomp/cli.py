@@ -128,39 +128,57 @@ def train(
 @app.command("eval")
 def evaluate(
     images_dir: Annotated[Path, typer.Argument(help="Folder of images to evaluate on.")],
-    codec: Annotated[list[str], typer.Option(help="Codec name (repeatable); see `gencomp codecs`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for results.parquet.")],
+    codec: Annotated[Optional[list[str]], typer.Option(help="Codec name (repeatable); see `gencomp codecs`.")] = None,
     setting: Annotated[Optional[list[str]], typer.Option("--setting", "-s", help="key=value for every codec.")] = None,
     sweep: Annotated[Optional[list[str]], typer.Option(help="key=v1,v2,... to sweep a setting.")] = None,
+    grid: Annotated[Optional[Path], typer.Option(help="YAML grid, the format of params.yaml evaluate.grid.")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset name in the results (default: folder name).")] = None,
     max_images: Annotated[Optional[int], typer.Option(help="Use only the first N images.")] = None,
+    max_side: Annotated[Optional[int], typer.Option(help="Downscale images larger than this.")] = None,
+    workers: Annotated[int, typer.Option(help="Parallel units (threads).")] = 2,
 ) -> None:
     """Run codecs over a folder of images and write one row per image and setting."""
-    from gencomp.evaluate import evaluate_folder, expand_grid
-
-    settings = parse_settings(setting or [])
-    sweeps = {}
-    for item in sweep or []:
-        key, sep, values = item.partition("=")
-        if not sep:
-            fail(f"sweep {item!r} is not key=v1,v2,...")
-        sweeps[key] = [yaml.safe_load(v) for v in values.split(",")]
-    spec = [{"codec": name, "settings": settings, **({"sweep": sweeps} if sweeps else {})} for name in codec]
     import pandas as pd
+
+    from gencomp.evaluate import evaluate_folder, expand_grid
 
     if not images_dir.is_dir():
         fail(f"{images_dir} is not a folder")
+    if (grid is None) == (not codec):
+        fail("give either --codec (with --setting/--sweep) or --grid FILE")
+    if grid is not None:
+        try:
+            spec = yaml.safe_load(grid.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            fail(f"cannot read grid {grid}: {exc}")
+        if not isinstance(spec, list):
+            fail(f"grid {grid} must be a YAML list of entries like params.yaml evaluate.grid")
+    else:
+        settings = parse_settings(setting or [])
+        sweeps = {}
+        for item in sweep or []:
+            key, sep, values = item.partition("=")
+            if not sep:
+                fail(f"sweep {item!r} is not key=v1,v2,...")
+            sweeps[key] = [yaml.safe_load(v) for v in values.split(",")]
+        spec = [{"codec": name, "settings": settings, **({"sweep": sweeps} if sweeps else {})} for name in codec]
     try:
         cells = expand_grid(spec)
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, TypeError) as exc:
         fail(str(exc))
-    path = evaluate_folder(images_dir, cells, out, samples_dir=out / "samples", max_images=max_images)
+    path = evaluate_folder(images_dir, cells, out, dataset=dataset, samples_dir=out / "samples",
+                           max_images=max_images, max_side=max_side, workers=workers, recursive=True)
     frame = pd.read_parquet(path)
     if len(frame):
-        console.print(frame.groupby("label", sort=False)[["bpp", "psnr", "ssim", "ms_ssim"]].mean().round(4).to_string())
+        summary = frame.groupby("label", sort=False)[["bpp", "psnr", "ssim", "ms_ssim"]].mean().round(4)
+        console.print(summary.to_string())
     failed = frame[frame["error"].fillna("") != ""] if "error" in frame else frame.iloc[:0]
     for _, row in failed.iterrows():
         err_console.print(f"[red]failed[/] {row['label']} on {row['image']}: {row['error']}")
     console.print(f"wrote {path}")
+    if len(failed):
+        raise typer.Exit(1)
 
 
 @app.command()
