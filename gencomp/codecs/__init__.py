@@ -47,9 +47,28 @@ def decode_file(data: bytes, *, model: str | os.PathLike | Any | None = None) ->
     model path (see :func:`gencomp.codecs.base.default_model_path`). Raises a ContainerError subclass for
     anything wrong with the file, FingerprintMismatch when the model is not the one that encoded it.
     """
-    cls = codec_class_for(unpack(data))
-    codec = cls(model=model) if issubclass(cls, ModelCodec) else cls()
-    return codec.decode(data)
+    container = unpack(data)
+    cls = codec_class_for(container)
+    if not issubclass(cls, ModelCodec):
+        return cls().decode(data)
+    if model is None:
+        model = _model_matching(cls.model_kind, container.fingerprint)
+    return cls(model=model).decode(data)
+
+
+def _model_matching(kind: str, fingerprint: bytes) -> str | os.PathLike | None:
+    """Without an explicit model, prefer whichever default candidate (stage output, shipped weights) encoded
+    the file, so a file made with the shipped model still decodes inside a project that trained its own."""
+    from gencomp.codecs.base import default_model_path, load_model_cached, shipped_model_path
+    from gencomp.codecs.container import fingerprint_bytes
+
+    for candidate in (default_model_path(kind), shipped_model_path(kind)):
+        try:
+            if fingerprint_bytes(load_model_cached(candidate).fingerprint) == fingerprint:
+                return candidate
+        except (OSError, ValueError):
+            continue
+    return None  # the codec's default: its FingerprintMismatch / missing-file error names the model to use
 
 
 def inspect(data: bytes) -> dict[str, Any]:

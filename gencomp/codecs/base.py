@@ -132,9 +132,27 @@ _model_cache: dict[tuple[str, int, int], LoadedModel] = {}
 _model_cache_lock = threading.Lock()
 
 
+# Default weights that ship inside the package (gencomp/assets/<kind>-default.pt, provenance in the .json beside
+# it), so `gencomp compress --codec vaegan-c8` works right after install, with no training and no download.
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def shipped_model_path(kind: str) -> Path:
+    return ASSETS / f"{kind}-default.pt"
+
+
 def default_model_path(kind: str) -> Path:
-    """``$GENCOMP_GAN_MODEL`` / ``$GENCOMP_VAEGAN_MODEL`` if set, else the training stage's output path."""
-    return Path(os.environ.get(MODEL_ENV_VARS[kind]) or DEFAULT_MODEL_PATHS[kind])
+    """The model a generative codec uses when given none, first that applies:
+    ``$GENCOMP_GAN_MODEL`` / ``$GENCOMP_VAEGAN_MODEL``; the training stage's output in the current directory
+    (``models/<kind>/model.pt``); the default weights shipped with the package. If none exists, the stage
+    path is returned, so the error names the file a user would train."""
+    if os.environ.get(MODEL_ENV_VARS[kind]):
+        return Path(os.environ[MODEL_ENV_VARS[kind]])
+    stage_output = Path(DEFAULT_MODEL_PATHS[kind])
+    if stage_output.is_file():
+        return stage_output
+    shipped = shipped_model_path(kind)
+    return shipped if shipped.is_file() else stage_output
 
 
 def load_model_cached(path: str | os.PathLike) -> LoadedModel:
