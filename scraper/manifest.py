@@ -1,5 +1,13 @@
 """The crawl manifest: ``<out>/manifest.parquet``, one row per URL tried, appended across rescrapes.
 
+A distributed crawl (``--redis-url``, several processes) cannot share one file, so each process writes its own
+part, ``<out>/manifest-parts/part-<crawl_id>.parquet`` (only that process's rows, same schema), and the last
+process to finish merges the parts into ``manifest.parquet`` (:func:`merge_manifest_parts`; also
+``python -m scraper.crawl --merge-only --out DIR``). :func:`read_manifest` already returns the union of the
+file and any parts not merged yet. A part counts as merged once the file holds rows with its ``crawl_id``
+(each process's ``crawl_id`` is unique), so a merge interrupted between writing the file and deleting the
+parts never duplicates rows.
+
 Every image URL the crawl tried gets a row, whatever happened to it (``status`` is "ok" or a reason code), and
 so does every page that failed; nothing is dropped silently. A rescrape into the same folder appends its rows
 after the old ones, so the newest row for a URL is its current state and the older rows are its history.
@@ -29,8 +37,12 @@ images: the distinct ``sha256`` over those rows; status "ok" alone lists each co
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,6 +52,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 MANIFEST_NAME = "manifest.parquet"
+PARTS_DIR_NAME = "manifest-parts"
+PART_PREFIX = "part-"
+_LOCK_NAME = ".manifest.lock"
+_CRAWL_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -134,15 +150,22 @@ def rows_to_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(normalised, schema=MANIFEST_SCHEMA)
 
 
-def read_manifest(out_dir: str | Path) -> pa.Table:
-    """The manifest table, or an empty one with the schema when none exists yet.
+def part_path(out_dir: str | Path, crawl_id: str) -> Path:
+    """Where the process with this ``crawl_id`` writes its manifest part."""
+    if not _CRAWL_ID_RE.match(crawl_id):
+        raise ValueError(f"crawl_id {crawl_id!r} must match {_CRAWL_ID_RE.pattern} (it names a file)")
+    return Path(out_dir) / PARTS_DIR_NAME / f"{PART_PREFIX}{crawl_id}.parquet"
 
-    Raises ``ValueError`` when the file exists but lacks manifest columns: appending to a foreign file would
-    lose its data.
-    """
-    path = manifest_path(out_dir)
-    if not path.exists():
-        return MANIFEST_SCHEMA.empty_table()
+
+def part_paths(out_dir: str | Path) -> list[Path]:
+    """Every manifest part under ``out_dir``, sorted by name (i.e. by the start time in the crawl_id)."""
+    folder = Path(out_dir) / PARTS_DIR_NAME
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob(f"{PART_PREFIX}*.parquet") if p.is_file())
+
+
+def _read_table(path: Path) -> pa.Table:
     table = pq.read_table(path)
     missing = set(MANIFEST_COLUMNS) - set(table.column_names)
     if missing:
@@ -150,9 +173,42 @@ def read_manifest(out_dir: str | Path) -> pa.Table:
     return table.select(list(MANIFEST_COLUMNS)).cast(MANIFEST_SCHEMA)
 
 
-def write_manifest(out_dir: str | Path, table: pa.Table) -> Path:
-    """Write the whole manifest atomically (temp file in the same folder, then ``os.replace``)."""
+def _unmerged_parts(main: pa.Table, parts: list[Path]) -> tuple[list[pa.Table], list[Path]]:
+    """(tables of the parts not yet in ``main``, paths of the parts already in it)."""
+    merged_ids = set(pc.unique(main["crawl_id"]).to_pylist()) if main.num_rows else set()
+    tables, merged = [], []
+    for path in parts:
+        table = _read_table(path)
+        ids = set(pc.unique(table["crawl_id"]).to_pylist()) if table.num_rows else set()
+        if ids and ids <= merged_ids:
+            merged.append(path)
+        elif table.num_rows:
+            tables.append(table)
+        else:
+            merged.append(path)  # an empty part adds nothing
+    return tables, merged
+
+
+def read_manifest(out_dir: str | Path, *, include_parts: bool = True) -> pa.Table:
+    """The manifest table, or an empty one with the schema when none exists yet.
+
+    With ``include_parts`` (the default), the rows of manifest parts not merged yet follow the file's rows,
+    sorted by ``fetched_at`` (one distributed run's processes interleave in time). Raises ``ValueError`` when
+    a file exists but lacks manifest columns: appending to a foreign file would lose its data.
+    """
     path = manifest_path(out_dir)
+    main = _read_table(path) if path.exists() else MANIFEST_SCHEMA.empty_table()
+    if not include_parts:
+        return main
+    tables, _ = _unmerged_parts(main, part_paths(out_dir))
+    if not tables:
+        return main
+    new_rows = pa.concat_tables(tables)
+    order = pc.sort_indices(new_rows, sort_keys=[("fetched_at", "ascending")])  # stable
+    return pa.concat_tables([main, new_rows.take(order)])
+
+
+def _write_table_atomic(path: Path, table: pa.Table) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -166,6 +222,61 @@ def write_manifest(out_dir: str | Path, table: pa.Table) -> Path:
             pass
         raise
     return path
+
+
+def write_manifest(out_dir: str | Path, table: pa.Table) -> Path:
+    """Write the whole manifest atomically (temp file in the same folder, then ``os.replace``)."""
+    return _write_table_atomic(manifest_path(out_dir), table)
+
+
+def write_manifest_part(out_dir: str | Path, crawl_id: str, table: pa.Table) -> Path:
+    """Write this process's part atomically; every row must carry ``crawl_id`` (that is how merges are tracked)."""
+    if table.num_rows and set(pc.unique(table["crawl_id"]).to_pylist()) != {crawl_id}:
+        raise ValueError(f"a manifest part holds the rows of one crawl_id ({crawl_id!r}) only")
+    return _write_table_atomic(part_path(out_dir, crawl_id), table)
+
+
+@contextmanager
+def _manifest_lock(out_dir: str | Path) -> Iterator[None]:
+    """An exclusive lock on the out dir's manifest, so two merges never interleave read and write."""
+    lock = Path(out_dir) / _LOCK_NAME
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def merge_manifest_parts(out_dir: str | Path) -> tuple[Path, int]:
+    """Append the rows of every unmerged part to ``manifest.parquet`` and delete the parts.
+
+    Returns (manifest path, number of part files merged or removed). Safe to run while no crawl process is
+    writing parts into ``out_dir``, and safe to repeat: a part already in the file is only deleted.
+    """
+    with _manifest_lock(out_dir):
+        path = manifest_path(out_dir)
+        main = _read_table(path) if path.exists() else MANIFEST_SCHEMA.empty_table()
+        parts = part_paths(out_dir)
+        tables, _ = _unmerged_parts(main, parts)
+        if tables or not path.exists():
+            write_manifest(out_dir, read_manifest(out_dir))
+        for part in parts:  # every part is now in the file
+            part.unlink(missing_ok=True)
+        return path, len(parts)
+
+
+def prune_merged_parts(out_dir: str | Path) -> int:
+    """Delete the parts whose rows ``manifest.parquet`` already holds; returns how many were deleted."""
+    with _manifest_lock(out_dir):
+        path = manifest_path(out_dir)
+        if not path.exists():
+            return 0
+        _, merged = _unmerged_parts(_read_table(path), part_paths(out_dir))
+        for part in merged:
+            part.unlink(missing_ok=True)
+        return len(merged)
 
 
 @dataclass(frozen=True)

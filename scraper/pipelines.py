@@ -3,7 +3,9 @@
 ``ValidateAndStorePipeline`` turns each ``FetchedImage`` into a ``ManifestRow`` by running
 :func:`scraper.validate.validate_and_store` in a worker-process pool; the reactor thread only waits on a
 Deferred, so downloads continue while images decode. ``ManifestPipeline`` appends every row to
-``<out>/manifest.parquet``, rewriting it atomically every ``GENCOMP_MANIFEST_FLUSH_ROWS`` rows and at the end.
+``<out>/manifest.parquet``, rewriting it atomically every ``GENCOMP_MANIFEST_FLUSH_ROWS`` rows and at the end;
+in a distributed crawl (``GENCOMP_REDIS_URL`` set) it writes this process's rows to its own manifest part
+instead, which the last process merges (:func:`scraper.manifest.merge_manifest_parts`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.python.failure import Failure
 
 from scraper.items import FetchedImage, ManifestRow
-from scraper.manifest import rows_to_table, write_manifest
+from scraper.manifest import prune_merged_parts, rows_to_table, write_manifest, write_manifest_part
 from scraper.validate import OK, ValidationPool
 
 logger = logging.getLogger(__name__)
@@ -58,8 +60,7 @@ class ValidateAndStorePipeline:
         # At most two bodies per worker are queued for validation. Waiting here back-pressures Scrapy (its
         # scraper slot fills and downloading pauses), which bounds memory and the --max-images overshoot.
         self.in_flight = DeferredSemaphore(2 * self.workers)
-        self.hashes_stored: set[str] = set()
-        self.stored_this_run = 0
+        self.hashes_stored: set[str] = set()  # content stored by earlier runs (from the manifest)
 
     @classmethod
     def from_crawler(cls, crawler):
@@ -114,14 +115,14 @@ class ValidateAndStorePipeline:
             previous = spider.previous.get(item.url)
             if previous is not None and previous.stored and previous.sha256 == result.sha256:
                 row.status = "not_modified"  # refetched in full (server ignored the validators), same content
-            elif result.sha256 in self.hashes_stored:
+            elif result.sha256 in self.hashes_stored or not spider.state.claim_content(result.sha256):
+                # Stored by an earlier run, or earlier in this run (by any process of a distributed crawl).
                 row.status = "duplicate_content"
             else:
-                self.hashes_stored.add(result.sha256)
-                self.stored_this_run += 1
-                if self.max_images and self.stored_this_run >= self.max_images and not spider.stop_scheduling:
+                stored = spider.state.count_stored()  # the run's total, over every process
+                if self.max_images and stored >= self.max_images and not spider.stop_scheduling:
                     spider.stop_scheduling = True
-                    logger.info("stored %d images: --max-images reached, closing the crawl", self.stored_this_run)
+                    logger.info("stored %d images: --max-images reached, closing the crawl", stored)
                     # Not awaited: closing waits for in-flight items, this one included.
                     deferred_from_coro(self.crawler.engine.close_spider_async(reason="max_images"))
         return row
@@ -133,6 +134,7 @@ class ManifestPipeline:
         self.out_dir = crawler.settings.get("GENCOMP_OUT_DIR")
         self.crawl_id = crawler.settings.get("GENCOMP_CRAWL_ID", "")
         self.flush_rows = max(1, crawler.settings.getint("GENCOMP_MANIFEST_FLUSH_ROWS", 500))
+        self.write_part = bool(crawler.settings.get("GENCOMP_REDIS_URL"))
         self.previous_table: pa.Table | None = None
         self.rows: list[dict] = []
         self.flushed_rows = 0
@@ -155,8 +157,14 @@ class ManifestPipeline:
 
     def close_spider(self) -> None:
         self.flush()
+        if not self.write_part:
+            # Parts left by an interrupted distributed run were read into previous_table and are in the file now.
+            prune_merged_parts(self.out_dir)
 
     def flush(self) -> None:
-        table = pa.concat_tables([self.previous_table, rows_to_table(self.rows)])
-        write_manifest(self.out_dir, table)
+        if self.write_part:
+            # Always written, even with no rows: the part is this process's record that it ran.
+            write_manifest_part(self.out_dir, self.crawl_id, rows_to_table(self.rows))
+        else:
+            write_manifest(self.out_dir, pa.concat_tables([self.previous_table, rows_to_table(self.rows)]))
         self.flushed_rows = len(self.rows)

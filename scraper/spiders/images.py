@@ -32,6 +32,7 @@ from scraper.extract import canonical_url, extract_images, extract_links, host_i
 from scraper.items import FetchedImage, ManifestRow
 from scraper.manifest import PreviousImage, known_hashes, previous_images, read_manifest
 from scraper.middlewares import MaxImagesReached, OffsiteRedirect
+from scraper.shared_state import LocalCrawlState, RedisCrawlState, crawl_state_from_settings
 
 IMAGE_PRIORITY = 10  # images of pages already seen go before further pages (see settings.py)
 GONE_STATUSES = frozenset({404, 410})
@@ -95,6 +96,11 @@ class ImagesSpider(scrapy.Spider):
 
     ``allowed_domains`` defaults to the hosts of ``start_urls``: the crawl never leaves the sites it was pointed
     at unless told to. Depth 0 means the start pages only; images on a page of any depth are always fetched.
+
+    Which pages and image URLs are taken lives in ``self.state`` (:mod:`scraper.shared_state`): this
+    process's memory, or Redis when several processes crawl together. Requests carry ``dont_filter`` because
+    the spider dedupes by canonical URL itself, before a request exists: that is what writes the
+    ``duplicate_url`` rows, and it leaves retries and redirect chains (loops included) to their middlewares.
     """
 
     name = "images"
@@ -130,8 +136,7 @@ class ImagesSpider(scrapy.Spider):
         self.previous: dict[str, PreviousImage] = {}
         self.known_hashes: set[str] = set()
         self.previous_table = None
-        self.seen_pages: set[str] = set()
-        self.image_first_page: dict[str, str] = {}  # canonical image URL -> page it was first found on
+        self.state: LocalCrawlState | RedisCrawlState = LocalCrawlState()
         self.stop_scheduling = False  # set when --max-images is reached
         self.default_maxsize = 0
         self.pages_crawled = 0  # pages that answered 2xx (a crawl where none did has failed)
@@ -147,6 +152,7 @@ class ImagesSpider(scrapy.Spider):
         spider.previous = previous_images(spider.previous_table)
         spider.known_hashes = known_hashes(spider.previous_table)
         spider.default_maxsize = crawler.settings.getint("DOWNLOAD_MAXSIZE")
+        spider.state = crawl_state_from_settings(crawler.settings)
         crawler.signals.connect(spider._count_bytes, signal=signals.bytes_received)
         return spider
 
@@ -168,8 +174,8 @@ class ImagesSpider(scrapy.Spider):
 
     async def start(self) -> AsyncIterator[Request]:
         for url in self.start_urls:
-            if url not in self.seen_pages:
-                self.seen_pages.add(url)
+            # In a distributed crawl every process runs this: the claim makes exactly one of them enqueue it.
+            if self.state.claim_page(url):
                 yield self._page_request(url, depth=0, page_url="")
 
     def _page_request(self, url: str, *, depth: int, page_url: str) -> Request:
@@ -178,18 +184,17 @@ class ImagesSpider(scrapy.Spider):
             callback=self.parse_page,
             errback=self.on_page_error,
             meta={"page_depth": depth, "page_url": page_url},
-            dont_filter=True,  # the spider dedupes by canonical URL itself (seen_pages)
+            dont_filter=True,  # the spider dedupes by canonical URL itself (state.claim_page)
         )
 
     def _image_requests(self, url: str, *, page_url: str, license: str) -> Iterator[Request | ManifestRow]:
-        first_page = self.image_first_page.get(url)
+        first_page = self.state.claim_image(url, page_url)
         if first_page is not None:
             yield ManifestRow(
                 url=url, status="duplicate_url", page_url=page_url, license=license,
                 error=f"already requested from {first_page or 'the start URLs'}",
             )
             return
-        self.image_first_page[url] = page_url
         if not host_in_domains(url, self.allowed_domains):
             yield ManifestRow(
                 url=url, status="offsite", page_url=page_url, license=license,
@@ -212,7 +217,7 @@ class ImagesSpider(scrapy.Spider):
             headers=headers,
             priority=IMAGE_PRIORITY,
             meta={"image_url": url, "page_url": page_url, "license": license},
-            dont_filter=True,  # unique by construction (image_first_page); redirects keep this flag
+            dont_filter=True,  # unique by construction (state.claim_image); redirects keep this flag
         )
 
     # -- callbacks --------------------------------------------------------------------------------------------
@@ -224,8 +229,7 @@ class ImagesSpider(scrapy.Spider):
             if _header(response, "Content-Type").lower().startswith("image/"):
                 # A start URL (or link) that is itself an image.
                 url = canonical_url(response.request.url)
-                if url not in self.image_first_page:
-                    self.image_first_page[url] = response.meta.get("page_url", "")
+                if self.state.claim_image(url, response.meta.get("page_url", "")) is None:
                     yield self._fetched(response, url, response.meta.get("page_url", ""), "")
             return
         html = response.text
@@ -235,9 +239,8 @@ class ImagesSpider(scrapy.Spider):
         if depth >= self.max_depth:
             return
         for link in extract_links(html, response.url):
-            if link in self.seen_pages or not host_in_domains(link, self.allowed_domains):
+            if not host_in_domains(link, self.allowed_domains) or not self.state.claim_page(link):
                 continue
-            self.seen_pages.add(link)
             yield self._page_request(link, depth=depth + 1, page_url=response.url)
 
     def parse_image(self, response: Response):
