@@ -54,7 +54,6 @@ import pyarrow.parquet as pq
 MANIFEST_NAME = "manifest.parquet"
 PARTS_DIR_NAME = "manifest-parts"
 PART_PREFIX = "part-"
-_LOCK_NAME = ".manifest.lock"
 _CRAWL_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 MANIFEST_SCHEMA = pa.schema(
@@ -238,15 +237,17 @@ def write_manifest_part(out_dir: str | Path, crawl_id: str, table: pa.Table) -> 
 
 @contextmanager
 def _manifest_lock(out_dir: str | Path) -> Iterator[None]:
-    """An exclusive lock on the out dir's manifest, so two merges never interleave read and write."""
-    lock = Path(out_dir) / _LOCK_NAME
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    """An exclusive lock on the out dir's manifest, so two merges never interleave read and write.
+
+    The lock is taken on the folder itself (flock works on a directory's descriptor), so it leaves no file.
+    """
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def merge_manifest_parts(out_dir: str | Path) -> tuple[Path, int]:
@@ -264,11 +265,17 @@ def merge_manifest_parts(out_dir: str | Path) -> tuple[Path, int]:
             write_manifest(out_dir, read_manifest(out_dir))
         for part in parts:  # every part is now in the file
             part.unlink(missing_ok=True)
+        try:
+            (Path(out_dir) / PARTS_DIR_NAME).rmdir()
+        except OSError:
+            pass  # absent, or not empty (a temp file of a writer that is still running)
         return path, len(parts)
 
 
 def prune_merged_parts(out_dir: str | Path) -> int:
     """Delete the parts whose rows ``manifest.parquet`` already holds; returns how many were deleted."""
+    if not part_paths(out_dir):
+        return 0
     with _manifest_lock(out_dir):
         path = manifest_path(out_dir)
         if not path.exists():

@@ -78,7 +78,7 @@ def redis_url(tmp_path):
             server.wait()
 
 
-def build_routes(site: LoopbackSite, offsite: LoopbackSite) -> None:
+def build_routes(site: LoopbackSite, offsite: LoopbackSite, *, wait_for_workers) -> None:
     r = site.routes
     r["/robots.txt"] = Route(b"User-agent: *\nDisallow: /private/\n", content_type="text/plain")
     for path, body in GOOD.items():
@@ -98,20 +98,34 @@ def build_routes(site: LoopbackSite, offsite: LoopbackSite) -> None:
             imgs += '<img src="/shared/same-b.jpg">'
         r[f"/p{p}.html"] = page(imgs)
         links.append(f'<a href="/p{p}.html">page {p}</a>')
-    r["/index.html"] = page("".join(links))
+    index = page("".join(links))
+
+    def index_once_both_joined(count: int) -> Route:
+        # The first process must not crawl the whole site before the second one has even started.
+        wait_for_workers()
+        return index
+
+    r["/index.html"] = Route(handler=index_once_both_joined)
 
 
 @needs_redis_server
 def test_two_processes_fetch_every_image_once(tmp_path, redis_url):
     url, client = redis_url
     out = tmp_path / "raw"
+    redis_key = "gencomp:test-run"
+
+    def wait_for_workers(timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while int(client.get(f"{redis_key}:workers") or 0) < len(WORKERS) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     with LoopbackSite() as site, LoopbackSite(host="127.0.0.2") as offsite:
-        build_routes(site, offsite)
+        build_routes(site, offsite, wait_for_workers=wait_for_workers)
         procs = {}
         for worker in WORKERS:
             cmd = build_command(
                 out=out, start_urls=[site.base_url + "/index.html"], depth=1, download_delay=0, timeout=10,
-                retries=1, workers=1, concurrency_per_domain=2, redis_url=url, worker_id=worker, idle_timeout=2,
+                retries=1, workers=1, concurrency_per_domain=2, redis_url=url, redis_key=redis_key, worker_id=worker, idle_timeout=2,
             )
             procs[worker] = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         results = {w: p.communicate(timeout=120) for w, p in procs.items()}
@@ -126,7 +140,8 @@ def test_two_processes_fetch_every_image_once(tmp_path, redis_url):
     assert sorted(s["workers_left"] for s in summaries.values()) == [0, 1]
     assert [s["merged"] for s in summaries.values()].count(True) == 1
     assert client.dbsize() == 0, client.keys("*")
-    assert not list((out / PARTS_DIR_NAME).glob("*.parquet"))
+    assert not (out / PARTS_DIR_NAME).exists()
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")], "temp files left behind"
 
     manifest = pd.read_parquet(out / "manifest.parquet")
     images = manifest[(manifest["kind"] == "image") & (manifest["status"] != "duplicate_url")]
@@ -162,6 +177,33 @@ def test_two_processes_fetch_every_image_once(tmp_path, redis_url):
     assert set(split) == set(WORKERS), split
     assert sum(split.values()) == len(GOOD) + 2
     assert sum(s["images_tried"] for s in summaries.values()) == int((manifest["kind"] == "image").sum())
+
+
+@needs_redis_server
+def test_worker_count_and_cleanup(tmp_path, redis_url):
+    from scraper.shared_state import RedisCrawlState
+
+    url, client = redis_url
+    a = RedisCrawlState(redis_url=url, key_prefix="gencomp:test")
+    b = RedisCrawlState(redis_url=url, key_prefix="gencomp:test")
+    assert (a.register(), b.register()) == (1, 2)
+    assert a.claim_page("http://x/p.html") and not b.claim_page("http://x/p.html")
+    assert a.claim_image("http://x/i.jpg", "http://x/p.html") is None
+    assert b.claim_image("http://x/i.jpg", "http://x/q.html") == "http://x/p.html"
+    assert b.claim_content("abc") and not a.claim_content("abc")
+    assert (a.count_stored(), b.count_stored()) == (1, 2)
+    assert a.finish() == 1 and client.exists("gencomp:test:pages")
+    assert b.finish() == 0 and client.dbsize() == 0  # the last one out deleted the run's keys
+
+    a.register()
+    a.claim_page("http://x/p.html")  # a crashed run leaves its keys: --redis-reset removes them
+    proc = subprocess.run(build_command(out=tmp_path, redis_url=url, redis_key="gencomp:test") + ["--redis-reset"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["keys_deleted"] == 2
+    assert client.dbsize() == 0
+    a.close()
+    b.close()
 
 
 def test_merge_only_is_idempotent_and_read_manifest_sees_parts(tmp_path):
