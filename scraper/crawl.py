@@ -24,6 +24,7 @@ import socket
 import sys
 import tempfile
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
@@ -270,6 +271,11 @@ def run_crawl(args: argparse.Namespace, start_urls: Sequence[str]) -> dict:
     crawl_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     if args.redis_url:
         crawl_id = f"{crawl_id}-{args.worker_id}"  # unique per process: names its manifest part
+        # scrapy-redis 0.9 still passes spider= to the stats collector on every request (deprecated in Scrapy,
+        # harmless): one warning line per request would bury the crawl's own log.
+        from scrapy.exceptions import ScrapyDeprecationWarning
+
+        warnings.filterwarnings("ignore", category=ScrapyDeprecationWarning, module=r"scrapy_redis\.")
     settings = crawl_settings(args, crawl_id)
     process = CrawlerProcess(settings)
     crawler = process.create_crawler(ImagesSpider)
