@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 
-from prefect import flow, task
+from prefect import flow, task, unmapped
 
 from flows.common import params, run_logged
 from gencomp.config import ScrapeParams
 from scraper.crawl import build_command
 
 
-def crawl_command(p: ScrapeParams) -> list[str]:
+def crawl_command(p: ScrapeParams, worker_id: str | None = None) -> list[str]:
+    """The crawl's argv; with scrapy-redis (``redis_url``) each of the ``processes`` gets its own worker id."""
     return build_command(
         out=p.out,
         start_urls=p.start_urls,
@@ -37,12 +38,14 @@ def crawl_command(p: ScrapeParams) -> list[str]:
         demo_site=p.uses_demo_site,
         extra_photo_dirs=p.demo_site.extra_photo_dirs if p.uses_demo_site else (),
         max_extra_photos=p.demo_site.max_extra_photos if p.uses_demo_site else None,
+        redis_url=p.redis_url,
+        worker_id=worker_id,
     )
 
 
 @task(name="crawl", retries=2, retry_delay_seconds=30)
-def crawl(p: ScrapeParams) -> dict:
-    last = run_logged(crawl_command(p))
+def crawl(p: ScrapeParams, worker_id: str | None = None) -> dict:
+    last = run_logged(crawl_command(p, worker_id))
     try:
         return json.loads(last)
     except json.JSONDecodeError:
@@ -50,8 +53,14 @@ def crawl(p: ScrapeParams) -> dict:
 
 
 @flow(name="scrape", log_prints=True)
-def scrape_flow() -> dict:
-    summary = crawl(params().scrape)
+def scrape_flow() -> dict | list[dict]:
+    p = params().scrape
+    if p.processes == 1:
+        summary = crawl(p)
+    else:
+        # N spider processes share one scrapy-redis queue; the last to finish merges the manifest parts
+        futures = crawl.map(unmapped(p), [f"w{k}" for k in range(p.processes)])
+        summary = [f.result() for f in futures]
     print(f"scrape summary: {summary}")
     return summary
 

@@ -45,6 +45,16 @@ class ScrapeParams(_Section):
     max_bytes: int = Field(50_000_000, gt=0)
     max_pixels: int = Field(64_000_000, gt=0)
     workers: int = Field(2, ge=1)
+    processes: int = Field(1, ge=1)  # > 1: that many spider processes sharing one scrapy-redis queue
+    redis_url: str | None = None  # e.g. redis://127.0.0.1:6379/0; required when processes > 1
+
+    @model_validator(mode="after")
+    def _scale_out(self) -> ScrapeParams:
+        if self.processes > 1 and not self.redis_url:
+            raise ValueError("processes > 1 needs redis_url (the shared scrapy-redis queue)")
+        if self.redis_url and self.uses_demo_site:
+            raise ValueError("redis_url needs real start_urls (the demo site lives in one process)")
+        return self
 
     @field_validator("start_urls")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from flows.scrape import crawl_command
 from gencomp.config import load_params
@@ -60,3 +61,19 @@ def test_write_params_keeps_comments_and_refuses_invalid_values(tmp_path):
         write_params({"shard.split": {"train": 2.0}}, path)
     assert path.read_text() == before
     assert not list(tmp_path.glob(".params.yaml*"))
+
+
+def test_scrape_processes_share_a_redis_queue_with_distinct_worker_ids(tmp_path):
+    from gencomp.config import ParamsError
+
+    p = load_params(REPO / "params.yaml").scrape.model_copy(update={
+        "start_urls": ["https://example.com/"], "processes": 2, "redis_url": "redis://127.0.0.1:6379/0"})
+    commands = [crawl_command(p, f"w{k}") for k in range(2)]
+    for k, cmd in enumerate(commands):
+        assert cmd[cmd.index("--redis-url") + 1] == "redis://127.0.0.1:6379/0"
+        assert cmd[cmd.index("--worker-id") + 1] == f"w{k}"
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    data["scrape"]["processes"] = 3
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ParamsError, match="redis_url"):
+        load_params(tmp_path / "params.yaml")
