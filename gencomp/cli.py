@@ -187,11 +187,17 @@ def report(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for tables, curves and index.html.")],
     dataset: Annotated[Optional[str], typer.Option(help="Dataset the poster tables summarise.")] = None,
     samples: Annotated[Optional[Path], typer.Option(help="Samples folder written by the evaluation.")] = None,
+    kodak_reference: Annotated[bool, typer.Option(
+        help="Draw published Kodak results (CompressAI, HiFiC) on the RD curves; only for full-size Kodak.")] = False,
 ) -> None:
     """Build the tables, RD curves, BD-rates and the HTML report from evaluation results."""
+    from gencomp.reference import KODAK_REFERENCE_POINTS
     from gencomp.report import build_report
 
-    written = build_report(results, out, samples_dir=samples, dataset=dataset)
+    if not results.is_file():
+        fail(f"{results} does not exist")
+    written = build_report(results, out, samples_dir=samples, dataset=dataset,
+                           reference_points=KODAK_REFERENCE_POINTS if kodak_reference else None)
     console.print_json(json.dumps({k: str(v) for k, v in written.items()}))
 
 

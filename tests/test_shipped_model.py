@@ -53,3 +53,16 @@ def test_cli_compress_decompress_with_no_model_argument(tmp_path, monkeypatch):
     result = runner.invoke(app, ["decompress", "in.gcz", "-o", "out.png"])
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "out.png").size == (256, 256)
+
+
+def test_gan_inversion_works_with_the_shipped_generator(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GENCOMP_GAN_MODEL", raising=False)
+    info = json.loads((ASSETS / "gan-default.json").read_text())
+    assert info["weights_dtype"] == "float16" and info["bytes"] < 10_000_000
+    img = _photo().resize((64, 64))  # one tile
+    for bits in (32, 6):
+        data = get_codec("gan-inversion", steps=5, bits=bits).encode(img)
+        out = decode_file(data)
+        assert out.size == img.size
+        assert psnr(np.asarray(img), np.asarray(out)) > 8  # the shipped GAN is weak: see BENCHMARKS.md
