@@ -355,7 +355,17 @@ def _restore_position(rt: Runtime, state: dict[str, Any], cfg: dict[str, Any]) -
     return ranks[0]["epoch"] + 1, 0  # another world size: start the next epoch with fresh noise
 
 
-def _finish(out_dir: Path, rt: Runtime, summary: dict[str, Any]) -> dict[str, Any]:
+def _finish(out_dir: Path, rt: Runtime, summary: dict[str, Any], *, log, val_note, losses, elapsed: float,
+            steps_run: int, samples_consumed: int, cfg: dict[str, Any], modules: dict) -> dict[str, Any]:
+    """The part of the end of a run both kinds share: close the logs, complete and write train_summary.json."""
+    if rt.is_main and val_note:
+        summary["val_note"] = val_note
+    log.close()
+    summary.update(
+        final_losses=losses, elapsed_s=round(elapsed, 3), steps_run=steps_run, samples_consumed=samples_consumed,
+        train_images_per_s=round(steps_run * cfg["batch_size"] * rt.world_size / max(elapsed, 1e-9), 2),
+        checkpoint_path=str(out_dir / CHECKPOINT_NAME), config=cfg, weights_sha256=weights_digest(modules),
+    )
     if rt.is_main:
         write_bytes_atomic(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2, default=str).encode())
     return summary
@@ -499,16 +509,9 @@ def _train_gan(cfg, rt: Runtime, preset, data_dir, out_dir, resume, dataset, val
         fingerprint = save_gan(out_dir / MODEL_NAME, generator=G_ema, encoder=E,
                                metadata={"preset": preset, "steps": step, "samples_consumed": samples_consumed})
         summary.update(val=metrics, model_path=str(out_dir / MODEL_NAME), fingerprint=fingerprint)
-        if val_note:
-            summary["val_note"] = val_note
-    log.close()
-    summary.update(
-        final_losses=losses, elapsed_s=round(elapsed, 3), steps_run=steps_run, samples_consumed=samples_consumed,
-        train_images_per_s=round(steps_run * cfg["batch_size"] * rt.world_size / max(elapsed, 1e-9), 2),
-        checkpoint_path=str(out_dir / CHECKPOINT_NAME), config=cfg,
-        weights_sha256=weights_digest({"generator": G, "discriminator": D, "encoder": E, "generator_ema": G_ema}),
-    )
-    return _finish(out_dir, rt, summary)
+    return _finish(out_dir, rt, summary, log=log, val_note=val_note, losses=losses, elapsed=elapsed,
+                   steps_run=steps_run, samples_consumed=samples_consumed, cfg=cfg,
+                   modules={"generator": G, "discriminator": D, "encoder": E, "generator_ema": G_ema})
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -687,16 +690,9 @@ def _train_vaegan(cfg, rt: Runtime, preset, data_dir, out_dir, resume, dataset, 
                                   prior_fitted=not rate_aware,
                                   metadata={"preset": preset, "steps": step, "samples_consumed": samples_consumed})
         summary.update(val=metrics, model_path=str(out_dir / MODEL_NAME), fingerprint=fingerprint)
-        if val_note:
-            summary["val_note"] = val_note
-    log.close()
-    summary.update(
-        final_losses=losses, elapsed_s=round(elapsed, 3), steps_run=steps_run, samples_consumed=samples_consumed,
-        train_images_per_s=round(steps_run * cfg["batch_size"] * rt.world_size / max(elapsed, 1e-9), 2),
-        checkpoint_path=str(out_dir / CHECKPOINT_NAME), config=cfg,
-        weights_sha256=weights_digest({"model": model, "discriminator": D, "prior": prior}),
-    )
-    return _finish(out_dir, rt, summary)
+    return _finish(out_dir, rt, summary, log=log, val_note=val_note, losses=losses, elapsed=elapsed,
+                   steps_run=steps_run, samples_consumed=samples_consumed, cfg=cfg,
+                   modules={"model": model, "discriminator": D, "prior": prior})
 
 
 def _fit_prior(model: VAEGAN, prior: GaussianChannelPrior, train_ds, cfg, rt: Runtime, quant_step: float) -> None:
