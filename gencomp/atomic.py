@@ -18,16 +18,21 @@ os.umask(_UMASK)
 _FILE_MODE = 0o666 & ~_UMASK
 
 
-def write_with(path: str | Path, writer: Callable[[str], None]) -> Path:
-    """Call ``writer(tmp_path)`` to produce the file, then move it into place at ``path``."""
+def write_with(path: str | Path, writer: Callable[[str], None], *, durable: bool = True) -> Path:
+    """Call ``writer(tmp_path)`` to produce the file, then move it into place at ``path``.
+
+    ``durable`` fsyncs before the rename, so the file also survives a power cut; without it the write is still
+    atomic for every reader and for a crash of the process (what bulk writers such as the scraper's image store
+    choose, where an fsync per file would cost most of the throughput)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         writer(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
@@ -36,9 +41,9 @@ def write_with(path: str | Path, writer: Callable[[str], None]) -> Path:
     return path
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+def write_bytes_atomic(path: str | Path, data: bytes, *, durable: bool = True) -> Path:
     """Write ``data`` to ``path`` atomically."""
-    return write_with(path, lambda tmp: Path(tmp).write_bytes(data))
+    return write_with(path, lambda tmp: Path(tmp).write_bytes(data), durable=durable)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -40,7 +40,6 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,6 +49,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from gencomp.atomic import write_parquet_atomic
 
 MANIFEST_NAME = "manifest.parquet"
 PARTS_DIR_NAME = "manifest-parts"
@@ -208,19 +209,7 @@ def read_manifest(out_dir: str | Path, *, include_parts: bool = True) -> pa.Tabl
 
 
 def _write_table_atomic(path: Path, table: pa.Table) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(table.cast(MANIFEST_SCHEMA), tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return write_parquet_atomic(table.cast(MANIFEST_SCHEMA), path, compression="zstd")
 
 
 def write_manifest(out_dir: str | Path, table: pa.Table) -> Path:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
-import os
-import tempfile
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gencomp.atomic import write_bytes_atomic
 from gencomp.data.images import DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, TOO_SMALL, ImageRejected, open_image, probe
 
 # File extension per detected format (the URL's extension is not trusted: servers lie).
@@ -62,19 +61,8 @@ def image_relpath(sha256: str, image_format: str) -> str:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Store ``data`` at ``path`` atomically (temp file + rename; no fsync per image: see gencomp.atomic)."""
+    write_bytes_atomic(path, data, durable=False)
 
 
 def validate_and_store(
