@@ -118,9 +118,16 @@ def train(
     """Train the GAN or the VAE-GAN with the same code the pipeline uses."""
     from gencomp.train.loop import train as run_training
 
+    from gencomp.train.presets import resolve_preset
+
     if kind not in ("gan", "vaegan"):
         fail(f"KIND must be gan or vaegan, not {kind!r}")
-    summary = run_training(kind, data_dir=data, out_dir=out, preset=preset, overrides=parse_settings(set_ or []),
+    overrides = parse_settings(set_ or [])
+    try:  # settings errors are the user's, and read better without a traceback
+        resolve_preset(kind, preset, overrides)
+    except ValueError as exc:
+        fail(str(exc))
+    summary = run_training(kind, data_dir=data, out_dir=out, preset=preset, overrides=overrides,
                            resume=resume, progress=True)
     console.print_json(json.dumps(summary, default=str))
 

@@ -75,6 +75,8 @@ def test_errors_exit_non_zero_without_traceback(photos, tmp_path):
         ["eval", str(photos), "--out", str(tmp_path / "o")],  # neither --codec nor --grid
         ["eval", str(photos), "--codec", "nope", "--out", str(tmp_path / "o")],
         ["train", "diffusion", "--data", str(tmp_path), "--out", str(tmp_path / "t")],
+        ["train", "vaegan", "--data", str(tmp_path), "--out", str(tmp_path / "t"), "--set", "lr=fast"],
+        ["train", "vaegan", "--data", str(tmp_path), "--out", str(tmp_path / "t"), "--set", "widht=3"],
         ["scrape", "--out", str(tmp_path / "raw")],  # no URL and no --demo-site
     ]
     for args in cases:

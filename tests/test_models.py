@@ -66,16 +66,40 @@ def test_ema_update_moves_towards_model():
     torch.testing.assert_close(a.weight, 0.75 * before + 0.25 * b.weight.detach())
 
 
+@pytest.mark.parametrize("upsample", ["subpixel", "nearest"])
 @pytest.mark.parametrize("size", [(16, 16), (48, 80), (64, 32)])
-def test_vaegan_is_fully_convolutional(size):
+def test_vaegan_is_fully_convolutional(size, upsample):
     torch.manual_seed(0)
-    m = VAEGAN(max_channels=12, channel_set=(12, 4, 2), width=8, downsample=16).eval()
+    m = VAEGAN(max_channels=12, channel_set=(12, 4, 2), width=8, downsample=16, upsample=upsample).eval()
     x = torch.rand(2, 3, *size)
     mu = m.encode(x)
     assert mu.shape == (2, 12, size[0] // 16, size[1] // 16)
     out = m.decode(mu, channels=4)
     assert out.shape == x.shape
     assert out.min() >= 0 and out.max() <= 1
+
+
+def test_vaegan_subpixel_decoder_runs_no_convolution_at_full_resolution():
+    m = VAEGAN(max_channels=4, channel_set=(4, 2), width=8, downsample=4, upsample="subpixel").eval()
+    full_res_convs = []
+    hooks = [c.register_forward_hook(lambda mod, inp, out: full_res_convs.append(out.shape[-1] == 32))
+             for c in m.decoder.modules() if isinstance(c, torch.nn.Conv2d)]
+    with torch.no_grad():
+        assert m.decode(torch.zeros(1, 4, 8, 8)).shape == (1, 3, 32, 32)
+    for h in hooks:
+        h.remove()
+    assert full_res_convs and not any(full_res_convs)
+    assert m.config["upsample"] == "subpixel"
+    with pytest.raises(ValueError, match="upsample must be one of"):
+        VAEGAN(max_channels=4, channel_set=(4, 2), width=8, downsample=4, upsample="bicubic")
+
+
+def test_vaegan_config_without_upsample_is_the_original_nearest_decoder():
+    # model files written before the option existed carry no "upsample" key: they must load as they were built
+    old = {"max_channels": 4, "channel_set": [4, 2], "width": 8, "downsample": 4}
+    m = VAEGAN(**old)
+    assert m.upsample == "nearest"
+    assert any(isinstance(mod, torch.nn.Upsample) for mod in m.decoder.modules())
 
 
 def test_vaegan_rejects_sizes_not_divisible_by_downsample():

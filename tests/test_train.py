@@ -70,8 +70,14 @@ def test_resolve_preset_rejects_unknown_and_mistyped_settings():
         resolve_preset("vaegan", "demo", {"crop": 40})
     with pytest.raises(ValueError, match="one of"):
         resolve_preset("vaegan", "demo", {"recon_loss": "l3"})
+    with pytest.raises(ValueError, match="one of"):
+        resolve_preset("vaegan", "demo", {"upsample": "bilinear"})
+    with pytest.raises(ValueError, match="must be a number"):
+        resolve_preset("vaegan", "demo", {"lr": "fast"})
     cfg = resolve_preset("vaegan", "demo", {"kl_weight": 0})
     assert cfg["kl_weight"] == 0.0 and isinstance(cfg["kl_weight"], float)
+    # PyYAML reads "3e-4" (no dot) as a string; a float setting takes it as the number it spells
+    assert resolve_preset("vaegan", "demo", {"lr": "3e-4"})["lr"] == 3e-4
     assert PRESETS["vaegan"]["demo"]["kl_weight"] != 0  # resolving returns a copy
 
 

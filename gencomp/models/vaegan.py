@@ -7,8 +7,16 @@ importance (a nested latent, like "matryoshka" representations) and one set of w
 This costs a little quality at the largest C against five separate models, and saves four trainings.
 
 The recipe is the proven one for learned image compression (Balle et al.): strided convolutions with GDN /
-inverse GDN non-linearities, plus residual blocks at the latent resolution. The decoder upsamples with
-nearest-neighbour + conv (no checkerboard artefacts) and ends in a sigmoid, so outputs are in [0, 1].
+inverse GDN non-linearities, plus residual blocks at the latent resolution. Both decoders avoid transposed
+convolutions (no checkerboard artefacts) and end in a sigmoid, so outputs are in [0, 1]:
+
+- ``upsample="subpixel"`` (what every preset trains): each stage convolves at the LOW resolution to 4x the channels and
+  rearranges them into a 2x larger map (pixel shuffle, Shi et al. 2016); the last stage produces the 3 RGB
+  channels directly. No convolution runs at full resolution, so decoding costs ~4x fewer multiply-adds than
+  ``nearest`` at the same width (measured: see BENCHMARKS.md, codec speed).
+- ``upsample="nearest"``: nearest-neighbour upsampling then a 3x3 convolution at the new resolution, and a
+  final convolution at full resolution. The constructor default, so model files written before the option
+  existed (which carry no "upsample" key) load as what they are.
 The discriminator is a spectrally normalised PatchGAN that scores overlapping patches, so it works at any size.
 """
 
@@ -22,6 +30,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 DEFAULT_CHANNEL_SET = (28, 16, 8, 4, 2)
+UPSAMPLE_MODES = ("subpixel", "nearest")
 
 
 class GDN(nn.Module):
@@ -72,8 +81,12 @@ class VAEGAN(nn.Module):
         channel_set: tuple[int, ...] = DEFAULT_CHANNEL_SET,
         width: int = 128,
         downsample: int = 16,
+        upsample: str = "nearest",
     ):
         super().__init__()
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
+        self.upsample = upsample
         channel_set = tuple(sorted({int(c) for c in channel_set}, reverse=True))
         if not channel_set or channel_set[0] > max_channels or channel_set[-1] < 1:
             raise ValueError(f"channel_set {channel_set} must be non-empty and within 1..max_channels={max_channels}")
@@ -94,13 +107,22 @@ class VAEGAN(nn.Module):
 
         dec: list[nn.Module] = [nn.Conv2d(self.max_channels, self.width, 3, padding=1), ResBlock(self.width),
                                 ResBlock(self.width)]
-        for _ in range(stages):
-            dec += [
-                GDN(self.width, inverse=True),
-                nn.Upsample(scale_factor=2, mode="nearest"),
-                nn.Conv2d(self.width, self.width, 3, padding=1),
-            ]
-        dec += [nn.LeakyReLU(0.2), nn.Conv2d(self.width, 3, 3, padding=1)]
+        if upsample == "subpixel":
+            for stage in range(stages):
+                c_out = 3 if stage == stages - 1 else self.width
+                dec += [
+                    GDN(self.width, inverse=True),
+                    nn.Conv2d(self.width, 4 * c_out, 3, padding=1),
+                    nn.PixelShuffle(2),
+                ]
+        else:
+            for _ in range(stages):
+                dec += [
+                    GDN(self.width, inverse=True),
+                    nn.Upsample(scale_factor=2, mode="nearest"),
+                    nn.Conv2d(self.width, self.width, 3, padding=1),
+                ]
+            dec += [nn.LeakyReLU(0.2), nn.Conv2d(self.width, 3, 3, padding=1)]
         self.decoder = nn.Sequential(*dec)
         # Start with a small log-variance so the untrained latent carries information from step one.
         with torch.no_grad():
@@ -113,6 +135,7 @@ class VAEGAN(nn.Module):
             "channel_set": list(self.channel_set),
             "width": self.width,
             "downsample": self.downsample,
+            "upsample": self.upsample,
         }
 
     def _check_size(self, x: torch.Tensor) -> None:

@@ -525,7 +525,8 @@ def _train_vaegan(cfg, rt: Runtime, preset, data_dir, out_dir, resume, dataset, 
     state = _resume_state(cfg, out_dir, resume, "vaegan", preset)
 
     seed_everything(cfg["seed"])
-    model = VAEGAN(cfg["max_channels"], tuple(cfg["channel_set"]), cfg["width"], cfg["downsample"]).to(rt.device)
+    model = VAEGAN(cfg["max_channels"], tuple(cfg["channel_set"]), cfg["width"], cfg["downsample"],
+                   upsample=cfg["upsample"]).to(rt.device)
     D = PatchDiscriminator(cfg["d_width"]).to(rt.device)
     prior = GaussianChannelPrior(cfg["max_channels"]).to(rt.device)
     if rt.channels_last:

@@ -121,6 +121,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "width": 32,
             "d_width": 16,
             "downsample": 16,
+            "upsample": "subpixel",  # decoder upsampling: "subpixel" (fast, no full-res conv) or "nearest"
             "lr": 5e-4,
             "lr_prior": 1e-2,
             "lr_d": 2e-4,
@@ -147,6 +148,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "width": 64,
             "d_width": 32,
             "downsample": 16,
+            "upsample": "subpixel",
             "lr": 2e-4,
             "lr_prior": 1e-3,
             "lr_d": 1e-4,
@@ -174,6 +176,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "width": 192,
             "d_width": 64,
             "downsample": 16,
+            "upsample": "subpixel",
             "lr": 1e-4,
             "lr_prior": 1e-3,
             "lr_d": 1e-4,
@@ -202,6 +205,7 @@ _CHOICES = {
     "amp": ("auto", "off"),
     "channels_last": ("auto", "off"),
     "recon_loss": ("mse", "l1"),
+    "upsample": ("subpixel", "nearest"),
 }
 
 
@@ -225,6 +229,12 @@ def resolve_preset(kind: str, name: str, overrides: dict[str, Any] | None = None
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"setting {key!r} must be an integer, got {value!r}")
         elif isinstance(default, float):
+            if isinstance(value, str):
+                # YAML 1.1 (PyYAML) reads "3e-4" as a string: it needs "3.0e-4". Accept the common spelling.
+                try:
+                    value = float(value)
+                except ValueError:
+                    pass
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"setting {key!r} must be a number, got {value!r}")
             value = float(value)
