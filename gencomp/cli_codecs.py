@@ -131,6 +131,7 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[Optional[int], typer.Option(help="Latent search steps (gan-inversion).")] = None,
         channels: Annotated[Optional[int], typer.Option(help="Latent channels (vaegan).")] = None,
         model: Annotated[Optional[Path], typer.Option(help="Model file (generative codecs).")] = None,
+        device: Annotated[Optional[str], typer.Option(help="cpu (default), cuda or auto (generative codecs).")] = None,
         setting: Annotated[
             Optional[list[str]], typer.Option("--set", help="Any other codec setting, key=value (repeatable).")
         ] = None,
@@ -140,7 +141,7 @@ def register(app: typer.Typer) -> None:
         from gencomp.data.images import open_image
 
         options = {"quality": quality, "target_bpp": target_bpp, "bits": bits, "steps": steps,
-                   "channels": channels, "model": str(model) if model else None}
+                   "channels": channels, "model": str(model) if model else None, "device": device}
         try:
             settings = build_settings(codec, options, setting or [])
             instance = get_codec(codec, **settings)
@@ -163,18 +164,23 @@ def register(app: typer.Typer) -> None:
         src: Annotated[Path, typer.Argument(metavar="IN", help="A .gcz file, or a directory of them.")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Output PNG file (or directory).")],
         model: Annotated[Optional[Path], typer.Option(help="Model file (generative codecs).")] = None,
+        device: Annotated[str, typer.Option(help="cpu, cuda or auto: where a generative decoder runs.")] = "cpu",
     ) -> None:
         """Decompress .gcz files to PNG."""
         from gencomp.codecs import decode_file
+        from gencomp.codecs.base import resolve_device
         from gencomp.data.images import encode_png
 
         try:
+            if device not in ("cpu", "cuda", "auto"):
+                raise _Usage(f"--device must be cpu, cuda or auto, not {device!r}")
+            resolve_device(device)
             pairs = _plan(src, out, frozenset({CONTAINER_SUFFIX}), ".png")
-        except _Usage as exc:
+        except (_Usage, ValueError) as exc:
             _fail(str(exc), EXIT_USAGE)
 
         def work(path: Path, target: Path) -> None:
-            image = decode_file(path.read_bytes(), model=str(model) if model else None)
+            image = decode_file(path.read_bytes(), model=str(model) if model else None, device=device)
             _write(target, encode_png(image))
 
         _run(pairs, work, "decompressing")

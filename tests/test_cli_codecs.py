@@ -127,6 +127,18 @@ def test_generative_codec_through_the_cli(tmp_path):
     result = _invoke("decompress", tmp_path / "g.gcz", "-o", tmp_path / "g.png", "--model", model)
     assert result.exit_code == 0, result.output
     assert open_image(tmp_path / "g.png").size == (16, 16)
+    # --device: auto decodes wherever it can; a device that is not there, or no device at all, is a usage error
+    result = _invoke("decompress", tmp_path / "g.gcz", "-o", tmp_path / "g2.png", "--model", model, "--device", "auto")
+    assert result.exit_code == 0, result.output
+    if not torch.cuda.is_available():
+        assert open_image(tmp_path / "g2.png").tobytes() == open_image(tmp_path / "g.png").tobytes()
+        for command in (("compress", tmp_path / "in.png", "-o", tmp_path / "c.gcz", "--codec", "gan-inversion"),
+                        ("decompress", tmp_path / "g.gcz", "-o", tmp_path / "c.png")):
+            result = _invoke(*command, "--model", model, "--device", "cuda")
+            assert result.exit_code == EXIT_USAGE and "no CUDA GPU" in result.output, result.output
+            assert not (tmp_path / "c.gcz").exists() and not (tmp_path / "c.png").exists()
+    result = _invoke("decompress", tmp_path / "g.gcz", "-o", tmp_path / "c.png", "--device", "tpu")
+    assert result.exit_code == EXIT_USAGE and "cpu, cuda or auto" in result.output
 
 
 def test_codecs_listing(tmp_path):

@@ -190,6 +190,25 @@ def test_inversion_settings_are_validated(gan_path, vaegan_path):
         get_codec("gan-inversion", model=vaegan_path).encode(_photo(8, 8))
 
 
+@pytest.mark.parametrize("codec", ["gan-inversion", "vaegan"])
+def test_device_setting(gan_path, vaegan_path, codec):
+    model = gan_path if codec == "gan-inversion" else vaegan_path
+    image = _photo(12, 8)
+    extra = {"steps": 2} if codec == "gan-inversion" else {}
+    cpu = get_codec(codec, model=model, **extra)
+    assert cpu.device == "cpu"
+    data = cpu.encode(image)
+    auto = get_codec(codec, model=model, device="auto", **extra)
+    assert auto.device == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():  # "auto" is the CPU here, so it is bit-exact with the reference
+        assert auto.encode(image) == data
+        np.testing.assert_array_equal(np.asarray(auto.decode(data)), np.asarray(cpu.decode(data)))
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            get_codec(codec, model=model, device="cuda")
+    with pytest.raises(ValueError, match="one of"):
+        get_codec(codec, model=model, device="tpu")
+
+
 # -- VAE-GAN ---------------------------------------------------------------------------------------------------
 
 

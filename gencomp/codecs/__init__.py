@@ -40,12 +40,13 @@ def codec_class_for(container: Container) -> type[Codec]:
         ) from None
 
 
-def decode_file(data: bytes, *, model: str | os.PathLike | Any | None = None) -> Image.Image:
+def decode_file(data: bytes, *, model: str | os.PathLike | Any | None = None, device: str = "cpu") -> Image.Image:
     """Decode a complete ``.gcz`` file to an RGB image.
 
     ``model`` (a path or a loaded model) is used by generative codecs; without it they use the default
-    model path (see :func:`gencomp.codecs.base.default_model_path`). Raises a ContainerError subclass for
-    anything wrong with the file, FingerprintMismatch when the model is not the one that encoded it.
+    model path (see :func:`gencomp.codecs.base.default_model_path`). ``device`` (cpu, cuda, auto) is where a
+    generative decoder runs; classical codecs ignore it. Raises a ContainerError subclass for anything wrong
+    with the file, FingerprintMismatch when the model is not the one that encoded it.
     """
     container = unpack(data)
     cls = codec_class_for(container)
@@ -53,7 +54,7 @@ def decode_file(data: bytes, *, model: str | os.PathLike | Any | None = None) ->
         return cls().decode(data)
     if model is None:
         model = _model_matching(cls.model_kind, container.fingerprint)
-    return cls(model=model).decode(data)
+    return cls(model=model, device=device).decode(data)
 
 
 def _model_matching(kind: str, fingerprint: bytes) -> str | os.PathLike | None:

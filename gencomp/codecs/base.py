@@ -155,20 +155,38 @@ def default_model_path(kind: str) -> Path:
     return shipped if shipped.is_file() else stage_output
 
 
-def load_model_cached(path: str | os.PathLike) -> LoadedModel:
-    """Load a model file once per (path, size, mtime): an evaluation grid reuses one model for many images."""
+def resolve_device(name: str) -> str:
+    """``cpu``, ``cuda`` or ``auto`` (cuda when available) -> the torch device string; refuses an absent cuda."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but this torch build sees no CUDA GPU; use device=cpu or auto")
+    return name
+
+
+def load_model_cached(path: str | os.PathLike, device: str = "cpu") -> LoadedModel:
+    """Load a model file once per (path, size, mtime, device): an evaluation grid reuses one model for many images."""
     from gencomp.models.store import load_model
 
     path = Path(path)
     try:
         stat = path.stat()
-        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, device)
     except OSError:
-        return load_model(path)  # raises ModelFileError with a clear message
+        return load_model(path, map_location=device)  # raises ModelFileError with a clear message
     with _model_cache_lock:
         if key not in _model_cache:
-            _model_cache[key] = load_model(path)
+            _model_cache[key] = load_model(path, map_location=device)
         return _model_cache[key]
+
+
+# Every model codec takes this setting. CPU is the default because it is the reference: the same file decodes to
+# identical pixels in any CPU process. On a GPU, convolutions use other kernels (TF32/cuDNN algorithms), so the
+# encoder's latents and the decoded pixels can differ from the CPU's in the last bits; files stay valid either way.
+DEVICE_PARAM = Param("device", "str", "cpu", "where the model runs: cpu (bit-exact reference), cuda, or auto",
+                     ("cpu", "cuda", "auto"))
 
 
 class ModelCodec(Codec):
@@ -179,12 +197,14 @@ class ModelCodec(Codec):
     def __init__(self, **settings: Any):
         super().__init__(**settings)
         self._loaded: LoadedModel | None = None
+        self.device = resolve_device(self.settings.get("device", "cpu"))
 
     @property
     def loaded(self) -> LoadedModel:
         if self._loaded is None:
             model = self.settings.get("model")
-            loaded = model if hasattr(model, "kind") else load_model_cached(model or default_model_path(self.model_kind))
+            loaded = model if hasattr(model, "kind") else load_model_cached(model or default_model_path(self.model_kind),
+                                                                             self.device)
             if loaded.kind != self.model_kind:
                 raise ValueError(
                     f"codec {self.name!r} needs a {self.model_kind!r} model, but {loaded.path} is a {loaded.kind!r} model"

@@ -18,7 +18,9 @@ Storage of z (``bits`` and ``entropy``), all inside the ``.gcz`` payload:
   ``1 / width`` in symbol units); nothing is clipped, rare outliers are escaped.
 
 Decoding runs ``G(z)`` per tile, reassembles, and crops. The header records bits, entropy mode and clip;
-the model is identified by its fingerprint. Deterministic on CPU for a given seed.
+the model is identified by its fingerprint. Deterministic on CPU for a given seed. With ``device=cuda`` the
+search runs on the GPU (random starts are still drawn on the CPU, so seeds mean the same); its latents can
+differ from the CPU's in the last bits, and any file decodes on either device.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gencomp.codecs.base import ModelCodec, Param, register
+from gencomp.codecs.base import DEVICE_PARAM, ModelCodec, Param, register
 from gencomp.codecs.container import CorruptPayload, MalformedHeader, pack
 from gencomp.codecs.entropy import EntropyDecodeError, decode_gaussian, encode_gaussian, pack_uint, unpack_uint
 from gencomp.codecs.tiling import TileGrid, merge_tiles, split_tiles
@@ -78,6 +80,7 @@ class GANInversionCodec(ModelCodec):
               _ENTROPY_MODES),
         Param("clip", "float", 3.0, "quantization range [-clip, clip] of z (bits 1..12)"),
         Param("seed", "int", 0, "seed of the random starts"),
+        DEVICE_PARAM,
     )
 
     def __init__(self, **settings: Any):
@@ -177,6 +180,7 @@ class GANInversionCodec(ModelCodec):
         rng = torch.Generator().manual_seed(s["seed"])
         project = s["bits"] not in FLOAT_BITS and s["entropy"] == "none"
         clip = storage.get("c", 0.0)
+        targets = targets.to(self.device)
         n = targets.shape[0]
         best_z = np.zeros((n, gen.latent_dim), dtype=np.float32)
         best_err = np.full(n, np.inf)
@@ -185,7 +189,8 @@ class GANInversionCodec(ModelCodec):
             return (gen(z) - targets).pow(2).mean(dim=(1, 2, 3))
 
         for restart in range(s["restarts"]):
-            noise = torch.randn(n, gen.latent_dim, generator=rng)  # drawn every restart: seeds stay aligned
+            # drawn on the CPU every restart: seeds stay aligned across restarts and devices
+            noise = torch.randn(n, gen.latent_dim, generator=rng).to(self.device)
             if restart == 0 and s["init"] == "encoder":
                 with torch.no_grad():
                     z0 = enc(targets)
@@ -195,7 +200,7 @@ class GANInversionCodec(ModelCodec):
                 z0 = z0.clamp(-clip, clip)
             z = z0.detach().clone().requires_grad_(True)
             search_best = z.detach().clone()
-            search_err = torch.full((n,), float("inf"))
+            search_err = torch.full((n,), float("inf"), device=self.device)
             opt = torch.optim.Adam([z], lr=s["lr"])
             for _ in range(s["steps"]):
                 opt.zero_grad(set_to_none=True)
@@ -213,9 +218,9 @@ class GANInversionCodec(ModelCodec):
                 final_err = tile_mse(z)
                 better = final_err < search_err
                 search_best[better] = z.detach()[better]
-                candidate = search_best.numpy().astype(np.float32)
-                stored = torch.from_numpy(self._reconstruct(candidate, storage))
-                err = tile_mse(stored).numpy()
+                candidate = search_best.cpu().numpy().astype(np.float32)
+                stored = torch.from_numpy(self._reconstruct(candidate, storage)).to(self.device)
+                err = tile_mse(stored).cpu().numpy()
             improved = err < best_err
             best_err[improved] = err[improved]
             best_z[improved] = candidate[improved]
@@ -240,7 +245,7 @@ class GANInversionCodec(ModelCodec):
         z = self._deserialize(container.payload, storage, (grid.count, gen.latent_dim))
         with torch.no_grad():  # in chunks: a large image has thousands of tiles
             tiles = np.concatenate([
-                gen(torch.from_numpy(z[i : i + _DECODE_CHUNK])).permute(0, 2, 3, 1).numpy()
+                gen(torch.from_numpy(z[i : i + _DECODE_CHUNK]).to(self.device)).permute(0, 2, 3, 1).cpu().numpy()
                 for i in range(0, grid.count, _DECODE_CHUNK)
             ])
         pixels = merge_tiles(np.clip((tiles + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8), grid)

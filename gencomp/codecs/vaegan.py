@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gencomp.codecs.base import ModelCodec, Param, register
+from gencomp.codecs.base import DEVICE_PARAM, ModelCodec, Param, register
 from gencomp.codecs.container import CorruptPayload, MalformedHeader, pack
 from gencomp.codecs.entropy import EntropyDecodeError, decode_gaussian, encode_gaussian
 from gencomp.codecs.tiling import pad_to_multiple
@@ -46,6 +46,7 @@ class VAEGANCodec(ModelCodec):
         Param("storage", "str", "entropy", "entropy: quantized + entropy-coded; raw: the poster's float latent",
               ("entropy", "raw")),
         Param("raw_bits", "int", 32, "bits per latent value with storage=raw", (16, 32)),
+        DEVICE_PARAM,
     )
 
     @property
@@ -79,9 +80,9 @@ class VAEGANCodec(ModelCodec):
         quant_step = self.loaded.quant_step
         d = int(self.loaded.config["model"]["downsample"])
         padded = pad_to_multiple(np.asarray(image, dtype=np.float32) / 255.0, d)
-        x = torch.from_numpy(np.ascontiguousarray(padded)).permute(2, 0, 1).unsqueeze(0)
+        x = torch.from_numpy(np.ascontiguousarray(padded)).permute(2, 0, 1).unsqueeze(0).to(self.device)
         with torch.no_grad():
-            mu = self.loaded.model.encode(x)[0, :channels].numpy().astype(np.float64)
+            mu = self.loaded.model.encode(x)[0, :channels].cpu().numpy().astype(np.float64)
         if self.settings["storage"] == "entropy":
             mean, scale, low, high = self._prior(channels, quant_step)
             symbols = np.round(mu / quant_step).astype(np.int64)
@@ -126,8 +127,9 @@ class VAEGANCodec(ModelCodec):
     def decode_latent(self, latent: np.ndarray, *, channels: int, width: int, height: int) -> Image.Image:
         """Run the decoder on a (C, h, w) latent and crop to ``width`` x ``height``."""
         with torch.no_grad():
-            x = self.loaded.model.decode(torch.from_numpy(np.ascontiguousarray(latent)).unsqueeze(0), channels=channels)
-        pixels = np.clip(x[0].permute(1, 2, 0).numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            y = torch.from_numpy(np.ascontiguousarray(latent)).unsqueeze(0).to(self.device)
+            x = self.loaded.model.decode(y, channels=channels)
+        pixels = np.clip(x[0].permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(np.ascontiguousarray(pixels[:height, :width]), "RGB")
 
     def decode(self, data: bytes) -> Image.Image:
