@@ -172,9 +172,33 @@ def test_gaussian_entropy_coding_beats_fixed_length_on_prior_samples(gan_path):
     coded = get_codec("gan-inversion", model=gan_path, steps=0, init="random", bits=6, entropy="gaussian")
     fixed_data, coded_data = fixed.encode(image), coded.encode(image)
     assert len(unpack(coded_data).payload) < len(unpack(fixed_data).payload)
-    assert inspect(coded_data)["params"] == {"b": 6, "e": 1, "c": 3.0}
+    params = inspect(coded_data)["params"]
+    assert {k: params[k] for k in "bec"} == {"b": 6, "e": 1, "c": 3.0}
+    assert abs(params["m"]) < 1 and 0.5 < params["s"] < 2  # the image's latent statistics (N(0,1) draws here)
     # same bin width; the Gaussian mode does not clip, so it reconstructs at least as well on N(0,1) draws
     assert np.asarray(coded.decode(coded_data)).shape == (32, 32, 3)
+
+
+def test_gaussian_mode_codes_under_the_images_latent_statistics():
+    from gencomp.codecs.inversion import GANInversionCodec as C
+
+    rng = np.random.default_rng(0)
+    z = (rng.normal(0.4, 2.5, size=(40, LATENT))).astype(np.float32)  # latents that drifted off N(0, 1)
+    legacy = {"b": 6, "e": 1, "c": 3.0}  # files written before m and s existed: coded under N(0, 1)
+    fitted = {**legacy, "m": float(np.float32(z.mean())), "s": float(np.float32(z.std()))}
+    expected = C._reconstruct(z, legacy)
+    sizes = {}
+    for name, storage in (("legacy", legacy), ("fitted", fitted)):
+        payload = C._serialize(z, storage)
+        sizes[name] = len(payload)
+        header_storage = C._storage_from_header(storage)
+        np.testing.assert_array_equal(C._deserialize(payload, header_storage, z.shape), expected)
+    assert sizes["fitted"] < 0.9 * sizes["legacy"]
+    from gencomp.codecs.container import MalformedHeader
+
+    for bad in ({**fitted, "s": 0.0}, {**fitted, "s": float("nan")}, {**fitted, "m": "x"}, {**legacy, "s": 1.0}):
+        with pytest.raises(MalformedHeader):
+            C._storage_from_header(bad)
 
 
 def test_inversion_settings_are_validated(gan_path, vaegan_path):

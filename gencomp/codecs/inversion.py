@@ -14,8 +14,11 @@ Storage of z (``bits`` and ``entropy``), all inside the ``.gcz`` payload:
   clipped at encode time -- and projected into the range during the search, so the optimiser knows -- and
   decode returns exactly the clipped, quantized values. With z ~ N(0, 1), clip=3 keeps 99.7 % unclipped;
 - ``bits`` in 1..12, ``entropy="gaussian"``: the same bin width, but symbols ``round(z / width)`` are
-  entropy-coded with constriction under the generator's N(0, 1) prior (a quantized Gaussian of std
-  ``1 / width`` in symbol units); nothing is clipped, rare outliers are escaped.
+  entropy-coded with constriction under a Gaussian; nothing is clipped, rare outliers are escaped. The
+  Gaussian is N(m, s) with m and s the mean and standard deviation of this image's z, written to the header
+  as float32 (8 bytes). The generator's N(0, 1) prior would be the obvious choice, but optimised latents drift
+  outside it (measured on Kodak: coding under N(0, 1) came out 6 % larger than fixed 6-bit codes), and each
+  value past the coded range costs an escape. Files without m and s (written before) decode under N(0, 1).
 
 Decoding runs ``G(z)`` per tile, reassembles, and crops. The header records bits, entropy mode and clip;
 the model is identified by its fingerprint. Deterministic on CPU for a given seed. With ``device=cuda`` the
@@ -57,9 +60,11 @@ def dequantize_uniform(indices: np.ndarray, *, bits: int, clip: float) -> np.nda
     return (-clip + (np.asarray(indices, dtype=np.float64) + 0.5) * _bin_width(bits, clip)).astype(np.float32)
 
 
-def _gaussian_range(width: float) -> tuple[int, int]:
-    limit = int(np.ceil(_PRIOR_SIGMAS / width))
-    return -limit, limit
+def _symbol_gaussian(storage: dict[str, Any], width: float) -> tuple[float, float, int, int]:
+    """(mean, std, low, high) in symbol units of the Gaussian the latents are coded under; the coded range is
+    mean +- 8 std, values beyond it are escaped."""
+    mean, std = storage.get("m", 0.0) / width, storage.get("s", 1.0) / width
+    return mean, std, int(np.floor(mean - _PRIOR_SIGMAS * std)), int(np.ceil(mean + _PRIOR_SIGMAS * std))
 
 
 @register
@@ -128,8 +133,8 @@ class GANInversionCodec(ModelCodec):
         if storage["e"] == 0:
             return pack_uint(quantize_uniform(z, bits=bits, clip=storage["c"]), bits)
         width = _bin_width(bits, storage["c"])
-        low, high = _gaussian_range(width)
-        return encode_gaussian(np.round(z / width).astype(np.int64), mean=0.0, std=1.0 / width, low=low, high=high)
+        mean, std, low, high = _symbol_gaussian(storage, width)
+        return encode_gaussian(np.round(z / width).astype(np.int64), mean=mean, std=std, low=low, high=high)
 
     @staticmethod
     def _deserialize(payload: bytes, storage: dict[str, Any], shape: tuple[int, int]) -> np.ndarray:
@@ -148,8 +153,8 @@ class GANInversionCodec(ModelCodec):
                 indices = unpack_uint(payload, count=count, bits=bits)
                 return dequantize_uniform(indices, bits=bits, clip=storage["c"]).reshape(shape)
             width = _bin_width(bits, storage["c"])
-            low, high = _gaussian_range(width)
-            symbols = decode_gaussian(payload, shape=shape, mean=0.0, std=1.0 / width, low=low, high=high)
+            mean, std, low, high = _symbol_gaussian(storage, width)
+            symbols = decode_gaussian(payload, shape=shape, mean=mean, std=std, low=low, high=high)
         except EntropyDecodeError as exc:
             raise CorruptPayload(f"latent bitstream does not decode: {exc}") from exc
         return (symbols * width).astype(np.float32)
@@ -163,7 +168,14 @@ class GANInversionCodec(ModelCodec):
         if not (isinstance(bits, int) and 1 <= bits <= MAX_UNIFORM_BITS and e in (0, 1)
                 and isinstance(c, float) and np.isfinite(c) and c > 0):
             raise MalformedHeader(f"invalid gan-inversion storage parameters {params}")
-        return {"b": bits, "e": e, "c": c}
+        storage = {"b": bits, "e": e, "c": c}
+        if e == 1 and ("m" in params or "s" in params):
+            m, sd = params.get("m"), params.get("s")
+            if not (isinstance(m, float) and isinstance(sd, float) and np.isfinite(m) and np.isfinite(sd)
+                    and abs(m) <= 1e3 and 0 < sd <= 1e3):
+                raise MalformedHeader(f"invalid gan-inversion latent statistics {params}")
+            storage.update(m=m, s=sd)
+        return storage
 
     # -- codec ----------------------------------------------------------------------------------------
 
@@ -231,6 +243,9 @@ class GANInversionCodec(ModelCodec):
         storage = self._storage_params()
         targets, grid = self._tiles(image)
         z = self.invert(targets, storage)
+        if storage.get("e") == 1:  # the Gaussian to code under: this image's latent statistics (see the top)
+            width = _bin_width(storage["b"], storage["c"])
+            storage = {**storage, "m": float(np.float32(z.mean())), "s": float(np.float32(max(z.std(), width)))}
         return pack(
             codec_id=self.codec_id, width=image.width, height=image.height, payload=self._serialize(z, storage),
             fingerprint=self.fingerprint, params=storage,
