@@ -1,11 +1,13 @@
 """Encode + decode time per codec on one 768x512 image, file size, bpp and container overhead.
 
-    python benchmarks/bench_codecs.py [--image PATH] [--gan-model PATH] [--vaegan-model PATH] [--steps N]
-                                      [--repeat N] [--threads N] [--json OUT.json]
+    python benchmarks/bench_codecs.py [--image PATH] [--gan-model PATH] [--vaegan-model PATH]
+                                      [--random-models] [--steps N ...] [--repeat N] [--threads N] [--json OUT.json]
 
-Without ``--image`` the image is scikit-image's astronaut, resized to 768x512 (Kodak's size). Without model
-files the generative codecs run on randomly initialised models of the default architectures: timings depend
-on the architecture, not on the weights (rates and quality then mean nothing and are not printed).
+Without ``--image`` the image is scikit-image's astronaut, resized to 768x512 (Kodak's size). The generative
+codecs use the shipped default models (gencomp/assets) unless model files are given. ``--random-models``
+runs randomly initialised models of the constructors' default architectures instead: timings depend on the
+architecture, not on the weights (rates and quality then mean nothing and are not printed). ``--steps`` may
+list several search lengths for gan-inversion (the speed goal is stated with the encoder start).
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image")
     parser.add_argument("--gan-model")
     parser.add_argument("--vaegan-model")
-    parser.add_argument("--steps", type=int, default=100, help="gan-inversion search steps")
+    parser.add_argument("--random-models", action="store_true", help="random-weight default architectures")
+    parser.add_argument("--steps", type=int, nargs="+", default=[100], help="gan-inversion search steps")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of the fast codecs (median reported)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", dest="json_out")
@@ -66,16 +69,26 @@ def main(argv: list[str] | None = None) -> int:
     image = _image(args.image)
     pixels = image.width * image.height
     with tempfile.TemporaryDirectory() as tmp:
-        trained = bool(args.gan_model and args.vaegan_model)
-        gan, vaegan = (Path(args.gan_model), Path(args.vaegan_model)) if trained else _random_models(Path(tmp))
+        from gencomp.codecs.base import shipped_model_path
+
+        trained = not args.random_models
+        if trained:
+            gan = Path(args.gan_model) if args.gan_model else shipped_model_path("gan")
+            vaegan = Path(args.vaegan_model) if args.vaegan_model else shipped_model_path("vaegan")
+        else:
+            gan, vaegan = _random_models(Path(tmp))
+        channel_set = sorted(get_codec("vaegan", model=vaegan).loaded.config["model"]["channel_set"])
         cases = [
             ("jpeg", {"quality": 75}), ("jpeg", {"quality": 1}), ("jpeg", {"target_bpp": 0.5}),
             ("webp", {"quality": 80}), ("avif", {"quality": 75}), ("jxl", {"quality": 90}),
-            ("vaegan", {"model": vaegan, "channels": 28}), ("vaegan", {"model": vaegan, "channels": 2}),
-            ("vaegan", {"model": vaegan, "channels": 28, "storage": "raw"}),
-            ("gan-inversion", {"model": gan, "steps": args.steps, "bits": 32}),
-            ("gan-inversion", {"model": gan, "steps": args.steps, "bits": 6, "entropy": "gaussian"}),
+            ("vaegan", {"model": vaegan, "channels": channel_set[-1]}),
+            ("vaegan", {"model": vaegan, "channels": channel_set[len(channel_set) // 2]}),
+            ("vaegan", {"model": vaegan, "channels": channel_set[0]}),
+            ("vaegan", {"model": vaegan, "channels": channel_set[len(channel_set) // 2], "storage": "raw"}),
         ]
+        for steps in args.steps:
+            cases += [("gan-inversion", {"model": gan, "steps": steps, "bits": 32}),
+                      ("gan-inversion", {"model": gan, "steps": steps, "bits": 6, "entropy": "gaussian"})]
         rows = []
         for name, settings in cases:
             codec = get_codec(name, **settings)
@@ -108,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name} {row['settings']}: encode {row['encode_s']:.3f} s, decode {row['decode_s']:.3f} s",
                   file=sys.stderr, flush=True)
     print(f"image {image.width}x{image.height}, torch threads {args.threads}, "
-          f"{'trained' if trained else 'random-weight'} generative models")
+          f"{'trained' if trained else 'random-weight'} generative models: {gan.name}, {vaegan.name}")
     print("| codec | settings | encode s | decode s | bytes | overhead B | bpp | PSNR dB |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
