@@ -92,7 +92,8 @@ def test_train_gan_writes_checkpoint_model_and_logs(tmp_path):
         torch.set_num_threads(1)
     assert summary["step"] == 7 and summary["samples_consumed"] == 28
     assert json.loads((out / "train_summary.json").read_text())["fingerprint"] == summary["fingerprint"]
-    assert set(summary["val"]) == {"inversion_psnr", "inversion_ssim"}
+    assert set(summary["val"]) == {"inversion_psnr", "inversion_ssim", "sample_diversity"}
+    assert 0 <= summary["val"]["sample_diversity"] <= 2  # per-pixel std of tanh outputs across samples
 
     rows = _lines(out / "metrics.jsonl")
     assert [r["step"] for r in rows] == list(range(1, 8))

@@ -40,6 +40,11 @@ _COMMON = {
     "channels_last": "auto",  # "auto": on CUDA only
 }
 
+# GAN learning rates. With equal rates (2e-4 / 2e-4, the DCGAN default) the generator collapsed to one output
+# whatever z: across a batch of 64 samples the per-pixel standard deviation was 0.024 (demo preset, 600 steps
+# on the photo corpus) and the first cpu-full model inverted Kodak at 12 dB. The discriminator 4x faster than
+# the generator (Heusel et al. 2017; SAGAN's 4e-4 / 1e-4) gave 0.23 in the same run. Gradient clipping was not
+# the cause (0.015 without it).
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "gan": {
         "demo": {
@@ -53,8 +58,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "g_width": 16,
             "d_width": 16,
             "e_width": 16,
-            "lr_g": 2e-4,
-            "lr_d": 2e-4,
+            "lr_g": 1e-4,
+            "lr_d": 4e-4,  # two time-scale update rule (TTUR): see the note above PRESETS
             "lr_encoder": 5e-4,
             "betas": [0.0, 0.99],
             "ema_decay": 0.99,
@@ -74,8 +79,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "g_width": 24,
             "d_width": 24,
             "e_width": 24,
-            "lr_g": 2e-4,
-            "lr_d": 2e-4,
+            "lr_g": 1e-4,
+            "lr_d": 4e-4,
             "lr_encoder": 3e-4,
             "betas": [0.0, 0.99],
             "ema_decay": 0.999,
@@ -94,8 +99,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "g_width": 64,
             "d_width": 64,
             "e_width": 64,
-            "lr_g": 2e-4,
-            "lr_d": 2e-4,
+            "lr_g": 1e-4,
+            "lr_d": 4e-4,
             "lr_encoder": 3e-4,
             "betas": [0.0, 0.99],
             "ema_decay": 0.999,
