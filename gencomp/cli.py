@@ -118,6 +118,7 @@ def train(
     """Train the GAN or the VAE-GAN with the same code the pipeline uses."""
     from gencomp.train.loop import train as run_training
 
+    from gencomp.train.checkpoint import CHECKPOINT_NAME
     from gencomp.train.presets import resolve_preset
 
     if kind not in ("gan", "vaegan"):
@@ -127,6 +128,9 @@ def train(
         resolve_preset(kind, preset, overrides)
     except ValueError as exc:
         fail(str(exc))
+    if not resume and (out / CHECKPOINT_NAME).exists():  # a forgotten --resume must not overwrite hours of work
+        fail(f"{out / CHECKPOINT_NAME} holds an earlier run: add --resume to continue it, or delete it "
+             "(or choose another --out) to start over")
     summary = run_training(kind, data_dir=data, out_dir=out, preset=preset, overrides=overrides,
                            resume=resume, progress=True)
     console.print_json(json.dumps(summary, default=str))

@@ -85,6 +85,15 @@ def test_errors_exit_non_zero_without_traceback(photos, tmp_path):
         assert "Traceback" not in result.output, result.output
 
 
+def test_train_refuses_to_overwrite_a_checkpoint_without_resume(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"hours of work")
+    result = runner.invoke(app, ["train", "vaegan", "--data", str(tmp_path), "--out", str(out)])
+    assert result.exit_code == 2 and "--resume" in result.output, result.output
+    assert (out / "checkpoint.pt").read_bytes() == b"hours of work"
+
+
 def test_setting_values_are_typed():
     from gencomp.cli import parse_settings
 
