@@ -264,6 +264,40 @@ def test_entropy_storage_equals_decoding_the_rounded_latent(vaegan_path, channel
     assert np.array_equal(np.asarray(decoded), expected)
 
 
+def test_quant_scale_trades_rate_for_fidelity(vaegan_path):
+    image = _photo(48, 32)
+    mu = _latent_directly(vaegan_path, image, 4)
+    sizes, errors = [], []
+    for scale in (0.25, 1.0, 4.0):
+        codec = get_codec("vaegan", model=vaegan_path, channels=4, quant_scale=scale)
+        data = codec.encode(image)
+        params = inspect(data)["params"]
+        assert params.get("q", 1.0) == scale and ("q" in params) == (scale != 1.0)  # s = 1 writes nothing new
+        step = 0.25 * scale
+        expected = _decode_directly(vaegan_path, torch.round(mu / step) * step, 4, image.size)
+        assert np.array_equal(np.asarray(decode_file(data, model=vaegan_path)), expected)
+        sizes.append(len(unpack(data).payload))
+        latent, _, _ = codec.latent_from_container(data)
+        errors.append(float(np.abs(latent - mu[0].numpy()).max()))
+    assert sizes[0] > sizes[1] > sizes[2]  # finer steps cost more bits ...
+    assert errors[0] < errors[1] < errors[2]  # ... and keep the latent closer to the encoder's
+    for bad in ({"quant_scale": 0.0}, {"quant_scale": 100.0}, {"quant_scale": 0.5, "storage": "raw"}):
+        with pytest.raises(ValueError, match="quant_scale"):
+            get_codec("vaegan", model=vaegan_path, **bad)
+
+
+def test_quant_scale_in_a_header_is_validated(vaegan_path):
+    from gencomp.codecs.container import MalformedHeader, pack
+
+    codec = get_codec("vaegan", model=vaegan_path, channels=4, quant_scale=0.5)
+    container = unpack(codec.encode(_photo(16, 16)))
+    for params in ({"c": 4, "s": 0, "q": 0.0}, {"c": 4, "s": 0, "q": 1000.0}, {"c": 4, "s": 32, "q": 0.5}):
+        forged = pack(codec_id=container.codec_id, width=16, height=16, payload=container.payload,
+                      fingerprint=container.fingerprint, params=params)
+        with pytest.raises(MalformedHeader):
+            codec.decode(forged)
+
+
 @pytest.mark.parametrize("raw_bits,dtype", [(32, torch.float32), (16, torch.float16)])
 def test_raw_storage(vaegan_path, raw_bits, dtype):
     image = _photo(16, 16)

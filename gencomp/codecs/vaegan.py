@@ -13,6 +13,13 @@ importance) and stores them as:
 Decoding rebuilds the latent (symbols x quant_step, or the floats), runs the decoder with ``channels=C``,
 and crops the padding away. The header records C and the storage; quant_step and downsample come from the
 model, which the header's fingerprint pins. "vaegan-c28" ... "vaegan-c2" are the same codec with C fixed.
+
+Rate control without retraining: ``quant_scale`` s multiplies the model's latent step (symbols
+``round(mu / (quant_step * s))``, the prior's mean and scale divided by s to stay in symbol units). s < 1
+spends more bits for a more faithful latent, s > 1 fewer; one model then traces a rate-distortion curve at
+each C, as in variable-rate learned codecs that scale the quantizer (e.g. Choi et al. 2019 use a learned
+version of this). A model is best at the s it was trained for (1); the header stores s (key "q") when it is
+not 1, and a file without it decodes with s = 1.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from gencomp.codecs.tiling import pad_to_multiple
 _STORAGE_CODES = {"entropy": 0, "raw16": 16, "raw32": 32}  # header field "s"
 _PRIOR_SIGMAS = 8.0  # coded symbol range around the prior means, in prior standard deviations
 _MAX_ALPHABET = 1 << 20
+QUANT_SCALE_RANGE = (0.05, 20.0)
 
 
 class VAEGANCodec(ModelCodec):
@@ -46,8 +54,19 @@ class VAEGANCodec(ModelCodec):
         Param("storage", "str", "entropy", "entropy: quantized + entropy-coded; raw: the poster's float latent",
               ("entropy", "raw")),
         Param("raw_bits", "int", 32, "bits per latent value with storage=raw", (16, 32)),
+        Param("quant_scale", "float", 1.0, "multiplies the latent step: < 1 more bits and quality, > 1 fewer"),
         DEVICE_PARAM,
     )
+
+    def __init__(self, **settings):
+        super().__init__(**settings)
+        low, high = QUANT_SCALE_RANGE
+        scale = float(np.float32(self.settings["quant_scale"]))  # the header stores float32: use that value
+        if not low <= scale <= high:
+            raise ValueError(f"codec {self.name!r}: quant_scale must be in [{low}, {high}], got {scale}")
+        if scale != 1.0 and self.settings["storage"] == "raw":
+            raise ValueError(f"codec {self.name!r}: quant_scale applies to storage=entropy, not raw")
+        self.settings["quant_scale"] = scale
 
     @property
     def channels(self) -> int:
@@ -61,9 +80,9 @@ class VAEGANCodec(ModelCodec):
             )
         return channels
 
-    def _prior(self, channels: int, quant_step: float) -> tuple[np.ndarray, np.ndarray, int, int]:
+    def _prior(self, channels: int, quant_step: float, quant_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, int, int]:
         mean, scale = self.loaded.prior.channel_params()
-        mean, scale = mean[:channels], scale[:channels]
+        mean, scale = mean[:channels] / quant_scale, scale[:channels] / quant_scale
         low = int(np.floor((mean - _PRIOR_SIGMAS * scale).min())) - 1
         high = int(np.ceil((mean + _PRIOR_SIGMAS * scale).max())) + 1
         if high - low > _MAX_ALPHABET:
@@ -83,18 +102,22 @@ class VAEGANCodec(ModelCodec):
         x = torch.from_numpy(np.ascontiguousarray(padded)).permute(2, 0, 1).unsqueeze(0).to(self.device)
         with torch.no_grad():
             mu = self.loaded.model.encode(x)[0, :channels].cpu().numpy().astype(np.float64)
+        params = {"c": channels}
         if self.settings["storage"] == "entropy":
-            mean, scale, low, high = self._prior(channels, quant_step)
-            symbols = np.round(mu / quant_step).astype(np.int64)
+            quant_scale = self.settings["quant_scale"]
+            mean, scale, low, high = self._prior(channels, quant_step, quant_scale)
+            symbols = np.round(mu / (quant_step * quant_scale)).astype(np.int64)
             payload = encode_gaussian(symbols, mean=mean, std=scale, low=low, high=high)
             storage = _STORAGE_CODES["entropy"]
+            if quant_scale != 1.0:
+                params["q"] = quant_scale
         else:
             bits = self.settings["raw_bits"]
             payload = mu.astype("<f4" if bits == 32 else "<f2").tobytes()
             storage = _STORAGE_CODES[f"raw{bits}"]
         return pack(
             codec_id=self.codec_id, width=image.width, height=image.height, payload=payload,
-            fingerprint=self.fingerprint, params={"c": channels, "s": storage},
+            fingerprint=self.fingerprint, params={**params, "s": storage},
         )
 
     def latent_from_container(self, data: bytes) -> tuple[np.ndarray, int, tuple[int, int]]:
@@ -103,17 +126,20 @@ class VAEGANCodec(ModelCodec):
         self.check_fingerprint(container)
         channels, storage = container.params.get("c"), container.params.get("s")
         max_channels = int(self.loaded.config["model"]["max_channels"])
-        if not (isinstance(channels, int) and 1 <= channels <= max_channels and storage in _STORAGE_CODES.values()):
+        quant_scale = container.params.get("q", 1.0)
+        if not (isinstance(channels, int) and 1 <= channels <= max_channels and storage in _STORAGE_CODES.values()
+                and isinstance(quant_scale, float) and QUANT_SCALE_RANGE[0] <= quant_scale <= QUANT_SCALE_RANGE[1]
+                and (storage == 0 or "q" not in container.params)):
             raise MalformedHeader(f"invalid vaegan parameters {container.params}")
         shape = self._latent_shape(container.width, container.height, channels)
         count = int(np.prod(shape))
         if storage == 0:
-            mean, scale, low, high = self._prior(channels, self.loaded.quant_step)
+            mean, scale, low, high = self._prior(channels, self.loaded.quant_step, quant_scale)
             try:
                 symbols = decode_gaussian(container.payload, shape=shape, mean=mean, std=scale, low=low, high=high)
             except EntropyDecodeError as exc:
                 raise CorruptPayload(f"latent bitstream does not decode: {exc}") from exc
-            latent = (symbols * self.loaded.quant_step).astype(np.float32)
+            latent = (symbols * (self.loaded.quant_step * quant_scale)).astype(np.float32)
         else:
             size = storage // 8
             if len(container.payload) != count * size:
