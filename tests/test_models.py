@@ -132,6 +132,20 @@ def test_vaegan_forward_masks_latent():
     assert torch.all(y[:, 2:] == 0) and torch.any(y[:, :2] != 0)
 
 
+def test_minibatch_stddev_exposes_identical_samples_without_mixing_groups():
+    from gencomp.models.gan import minibatch_stddev
+
+    torch.manual_seed(0)
+    real = torch.randn(8, 5, 4, 4)
+    fake = torch.ones(8, 5, 4, 4) * 0.3  # a collapsed generator: every sample the same
+    out = minibatch_stddev(torch.cat([real, fake]))
+    assert out.shape == (16, 6, 4, 4)
+    stat = out[:, -1, 0, 0]
+    assert torch.all(stat[8:] < 1e-3) and torch.all(stat[:8] > 0.5)  # groups of 4 never straddle real/fake
+    assert torch.equal(out[:, :5], torch.cat([real, fake]))
+    assert minibatch_stddev(torch.randn(3, 2, 4, 4)).shape == (3, 3, 4, 4)  # odd batch: groups shrink to fit
+
+
 def test_patch_discriminator_scores_patches():
     assert PatchDiscriminator(width=8, layers=3)(torch.rand(2, 3, 64, 48)).shape == (2, 1, 8, 6)
 

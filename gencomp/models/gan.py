@@ -26,6 +26,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 DEFAULT_LATENT_DIM = 100
 DEFAULT_TILE = 64
+MBSTD_GROUP = 4  # samples per minibatch-stddev group in the discriminator
 
 
 def _num_stages(tile: int) -> int:
@@ -104,14 +105,32 @@ class Discriminator(nn.Module):
                 nn.LeakyReLU(0.2),
             ]
         self.body = nn.Sequential(*layers)
-        self.head = spectral_norm(nn.Linear(chans[-1] * 16, 1))
+        self.head = spectral_norm(nn.Linear((chans[-1] + 1) * 16, 1))  # +1: the minibatch-stddev map
 
     @property
     def config(self) -> dict:
         return {"tile": self.tile, "width": self.width}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x).flatten(1)).squeeze(1)
+        return self.head(minibatch_stddev(self.body(x)).flatten(1)).squeeze(1)
+
+
+def minibatch_stddev(features: torch.Tensor, group: int = MBSTD_GROUP) -> torch.Tensor:
+    """Append one map holding how much the samples of each group differ (ProGAN, Karras et al. 2018).
+
+    A generator that ignores z makes identical samples, which this map exposes to the discriminator at once;
+    the demo and cpu-full GANs collapsed to a single output without it (see the note in train/presets.py).
+    Groups are runs of CONSECUTIVE samples, so a batch laid out as [real..., fake...] with a size divisible by
+    the group never mixes real and fake in one group (ProGAN's strided groups would).
+    """
+    n, c, h, w = features.shape
+    group = min(group, n)
+    while n % group:
+        group -= 1
+    grouped = features.float().view(n // group, group, c, h, w)
+    std = (grouped.var(dim=1, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # one number per group
+    stat = std.view(-1, 1, 1, 1, 1).expand(n // group, group, 1, h, w).reshape(n, 1, h, w)
+    return torch.cat([features, stat.to(features.dtype)], dim=1)
 
 
 class InversionEncoder(nn.Module):
