@@ -34,12 +34,24 @@ def test_generator_maps_latents_to_tiles_in_range():
     assert g.latent_dim == 100 and g.tile == 32
 
 
-def test_generator_is_batch_independent():
-    # the codec inverts one tile at a time: G(z) must not depend on what else is in the batch
+@pytest.mark.parametrize("norm", ["batch", "pixel"])
+def test_generator_is_batch_independent(norm):
+    # the codec inverts one tile at a time: G(z) must not depend on what else is in the batch. BatchNorm uses
+    # batch statistics only in training; in eval mode (the codec's, the EMA copy's) its running statistics.
     torch.manual_seed(0)
-    g = Generator(latent_dim=16, tile=16, width=8).eval()
+    g = Generator(latent_dim=16, tile=16, width=8, norm=norm)
+    g(torch.randn(8, 16))  # a training-mode pass moves BatchNorm's running statistics off their init
+    g.eval()
     z = torch.randn(4, 16)
     torch.testing.assert_close(g(z)[:1], g(z[:1]), rtol=1e-5, atol=1e-6)
+    assert g.config["norm"] == norm
+
+
+def test_generator_config_without_norm_is_the_original_pixelnorm_model():
+    g = Generator(**{"latent_dim": 8, "tile": 8, "width": 4})  # a model file written before the option
+    assert g.norm == "pixel" and not any(isinstance(m, torch.nn.BatchNorm2d) for m in g.modules())
+    with pytest.raises(ValueError, match="norm must be one of"):
+        Generator(latent_dim=8, tile=8, width=4, norm="layer")
 
 
 def test_generator_rejects_bad_shapes():

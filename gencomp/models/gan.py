@@ -27,6 +27,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 DEFAULT_LATENT_DIM = 100
 DEFAULT_TILE = 64
 MBSTD_GROUP = 4  # samples per minibatch-stddev group in the discriminator
+GENERATOR_NORMS = ("batch", "pixel")
 
 
 def _num_stages(tile: int) -> int:
@@ -52,13 +53,21 @@ class PixelNorm(nn.Module):
 class Generator(nn.Module):
     """``z`` of shape (N, latent_dim) -> images (N, 3, tile, tile) in [-1, 1]."""
 
-    def __init__(self, latent_dim: int = DEFAULT_LATENT_DIM, tile: int = DEFAULT_TILE, width: int = 64):
+    def __init__(self, latent_dim: int = DEFAULT_LATENT_DIM, tile: int = DEFAULT_TILE, width: int = 64,
+                 norm: str = "pixel"):
         super().__init__()
+        if norm not in GENERATOR_NORMS:
+            raise ValueError(f"norm must be one of {GENERATOR_NORMS}, got {norm!r}")
         self.latent_dim = int(latent_dim)
         self.tile = int(tile)
         self.width = int(width)
+        self.norm = norm
         stages = _num_stages(self.tile)
         chans = _stage_channels(self.width, stages)
+
+        def normalise(channels: int) -> nn.Module:
+            return PixelNorm() if norm == "pixel" else nn.BatchNorm2d(channels)
+
         self.project = nn.Linear(self.latent_dim, chans[0] * 16)
         blocks = []
         for c_in, c_out in itertools.pairwise(chans):
@@ -66,18 +75,18 @@ class Generator(nn.Module):
                 nn.Upsample(scale_factor=2, mode="nearest"),
                 nn.Conv2d(c_in, c_out, 3, padding=1),
                 nn.LeakyReLU(0.2),
-                PixelNorm(),
+                normalise(c_out),
                 nn.Conv2d(c_out, c_out, 3, padding=1),
                 nn.LeakyReLU(0.2),
-                PixelNorm(),
+                normalise(c_out),
             ]
         self.body = nn.Sequential(*blocks)
         self.to_rgb = nn.Conv2d(chans[-1], 3, 3, padding=1)
-        self.head_norm = PixelNorm()
+        self.head_norm = normalise(chans[0])
 
     @property
     def config(self) -> dict:
-        return {"latent_dim": self.latent_dim, "tile": self.tile, "width": self.width}
+        return {"latent_dim": self.latent_dim, "tile": self.tile, "width": self.width, "norm": self.norm}
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if z.ndim != 2 or z.shape[1] != self.latent_dim:

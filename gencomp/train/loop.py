@@ -380,7 +380,7 @@ def _train_gan(cfg, rt: Runtime, preset, data_dir, out_dir, resume, dataset, val
     state = _resume_state(cfg, out_dir, resume, "gan", preset)
 
     seed_everything(cfg["seed"])  # identical initial weights on every rank
-    G = Generator(cfg["latent_dim"], cfg["tile"], cfg["g_width"]).to(rt.device)
+    G = Generator(cfg["latent_dim"], cfg["tile"], cfg["g_width"], norm=cfg["g_norm"]).to(rt.device)
     D = Discriminator(cfg["tile"], cfg["d_width"]).to(rt.device)
     E = InversionEncoder(cfg["latent_dim"], cfg["tile"], cfg["e_width"]).to(rt.device)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)

@@ -55,6 +55,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "batch_size": 16,
             "tile": 32,  # 32 px tiles keep the demo inside its time budget; the poster used 64
             "latent_dim": 100,
+            "g_norm": "batch",
             "g_width": 16,
             "d_width": 16,
             "e_width": 16,
@@ -76,6 +77,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "batch_size": 32,
             "tile": 64,
             "latent_dim": 100,
+            "g_norm": "batch",
             "g_width": 24,
             "d_width": 24,
             "e_width": 24,
@@ -96,6 +98,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "batch_size": 128,
             "tile": 64,
             "latent_dim": 100,
+            "g_norm": "batch",
             "g_width": 64,
             "d_width": 64,
             "e_width": 64,
@@ -211,6 +214,7 @@ _CHOICES = {
     "channels_last": ("auto", "off"),
     "recon_loss": ("mse", "l1"),
     "upsample": ("subpixel", "nearest"),
+    "g_norm": ("batch", "pixel"),
 }
 
 
