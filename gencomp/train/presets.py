@@ -40,11 +40,12 @@ _COMMON = {
     "channels_last": "auto",  # "auto": on CUDA only
 }
 
-# GAN learning rates. With equal rates (2e-4 / 2e-4, the DCGAN default) the generator collapsed to one output
-# whatever z: across a batch of 64 samples the per-pixel standard deviation was 0.024 (demo preset, 600 steps
-# on the photo corpus) and the first cpu-full model inverted Kodak at 12 dB. The discriminator 4x faster than
-# the generator (Heusel et al. 2017; SAGAN's 4e-4 / 1e-4) gave 0.23 in the same run. Gradient clipping was not
-# the cause (0.015 without it).
+# GAN stability, measured as the per-pixel std of 64 samples across z (photos: ~0.5; collapsed: ~0). The first
+# recipe (PixelNorm generator, equal rates 2e-4 / 2e-4) collapsed to one output whatever z: 0.024 (demo preset,
+# 600 steps on the photo corpus); the first cpu-full model inverted Kodak at 12 dB. Gradient clipping was not
+# the cause (0.015 without it). A discriminator 4x faster than the generator (TTUR: Heusel et al. 2017; SAGAN's
+# 4e-4 / 1e-4) fixed the demo (0.23) but not cpu-full (0.001 at step 1000), nor did adding minibatch-stddev to
+# the discriminator (0.004 at step 250). A BatchNorm generator (g_norm: batch) did: 0.53 (tile 64, 300 steps).
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "gan": {
         "demo": {
