@@ -113,6 +113,31 @@ def test_random_crops_flip_and_stay_inside(tmp_path):
     assert len(rising) == 40 and 5 < sum(rising) < 35  # about half are flipped
 
 
+def test_crops_of_one_image_are_spread_over_the_stream(tmp_path):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rows = []
+    for i in range(24):  # one flat grey level per image, so a crop tells which image it came from
+        path = imgs / f"{i}.png"
+        Image.fromarray(np.full((40, 40, 3), 10 * i, dtype=np.uint8)).save(path)
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        rows.append(dict(path=path.name, sha256=sha, keep=True, status="ok", cluster_key=sha, width=40, height=40,
+                         format="PNG", url=""))
+    pd.DataFrame(rows).to_parquet(tmp_path / "c.parquet")
+    shards.write_shards(tmp_path / "c.parquet", imgs, tmp_path / "s", split_fractions={"train": 1.0})
+
+    def sources(epoch: int) -> list[int]:
+        ds = loader.ShardDataset(tmp_path / "s", crop=16, downscale_to=None, crops_per_image=4)
+        ds.set_epoch(epoch)
+        return [round(float(c[0, 0, 0]) * 255 / 10) for c in ds]
+
+    order = sources(0)
+    assert sorted(order) == sorted(list(range(24)) * 4)  # every crop exactly once
+    same_as_previous = sum(a == b for a, b in zip(order, order[1:]))
+    assert same_as_previous < 24  # unmixed, 3 of every 4 neighbours would share an image (72)
+    assert sources(0) == order and sources(1) != order  # a function of (seed, epoch): resume replays it
+
+
 def test_resize_rule():
     big = Image.new("RGB", (2000, 1000))
     assert loader.fit_short_side(big, crop=64, downscale_to=512).size == (1024, 512)

@@ -34,6 +34,9 @@ from gencomp.data.images import open_image
 from gencomp.data.shards import read_manifest
 
 
+SHUFFLE_BUFFER_IMAGES = 16  # training crops are mixed over this many images' worth when crops_per_image > 1
+
+
 def split_counts(shards_dir: str | Path) -> dict[str, int]:
     """Images per split, from the shard manifest."""
     return dict(read_manifest(shards_dir)["split_counts"])
@@ -188,6 +191,13 @@ class ShardDataset(IterableDataset):
         side = max(self.downscale_to, self.crop) if self.downscale_to is not None else None
         draft = (side, side) if side is not None else None  # DCT-scaled decode never below what is kept
         files: dict[str, pq.ParquetFile] = {}
+        # Several crops of one image would otherwise sit side by side in a batch: a batch of 8 with 4 crops per
+        # image would hold 2 images, and the GAN discriminator's minibatch-stddev groups of 4 would each see
+        # one image. A shuffle buffer of SHUFFLE_BUFFER_IMAGES images' crops spreads them; it draws from the
+        # same seeded rng, so the order stays a function of (seed, epoch, rank, worker) and resume still works.
+        mixing = self.train and self.crops_per_image > 1
+        buffer: list[torch.Tensor] | None = [] if mixing else None
+        buffer_size = SHUFFLE_BUFFER_IMAGES * self.crops_per_image
         for file, group, rows in self.assignment(worker_id, num_workers):
             pf = files.get(file) or files.setdefault(file, pq.ParquetFile(self.shards_dir / file))
             images = pf.read_row_group(group, columns=["image"]).column("image")
@@ -196,4 +206,15 @@ class ShardDataset(IterableDataset):
                 index = [index[k] for k in rng.permutation(len(index))]
             for k in index:
                 img = open_image(images[k].as_py(), draft_size=draft)
-                yield from self._crops(img, rng)
+                for crop in self._crops(img, rng):
+                    if buffer is None:
+                        yield crop
+                    elif len(buffer) < buffer_size:
+                        buffer.append(crop)
+                    else:  # emit a random buffered crop, keep the new one in its place
+                        j = int(rng.integers(len(buffer)))
+                        buffer[j], crop = crop, buffer[j]
+                        yield crop
+        if buffer:
+            for j in rng.permutation(len(buffer)):
+                yield buffer[j]
