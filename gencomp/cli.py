@@ -116,9 +116,8 @@ def train(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a preset key: key=value.")] = None,
 ) -> None:
     """Train the GAN or the VAE-GAN with the same code the pipeline uses."""
-    from gencomp.train.loop import train as run_training
-
     from gencomp.train.checkpoint import CHECKPOINT_NAME
+    from gencomp.train.loop import train as run_training
     from gencomp.train.presets import resolve_preset
 
     if kind not in ("gan", "vaegan"):

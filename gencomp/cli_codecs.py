@@ -172,9 +172,7 @@ def register(app: typer.Typer) -> None:
         from gencomp.data.images import encode_png
 
         try:
-            if device not in ("cpu", "cuda", "auto"):
-                raise _Usage(f"--device must be cpu, cuda or auto, not {device!r}")
-            resolve_device(device)
+            resolve_device(device)  # a wrong or absent device is a usage error before any file is read
             pairs = _plan(src, out, frozenset({CONTAINER_SUFFIX}), ".png")
         except (_Usage, ValueError) as exc:
             _fail(str(exc), EXIT_USAGE)

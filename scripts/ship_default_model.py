@@ -34,6 +34,7 @@ def main() -> None:
 
     import torch
 
+    from gencomp.atomic import write_text_atomic
     from gencomp.models.store import load_model, save_model
 
     model_path = args.run_dir / "model.pt"
@@ -67,7 +68,7 @@ def main() -> None:
         "validation": summary.get("val"),
         "shipped_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    (ASSETS / f"{args.kind}-default.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(ASSETS / f"{args.kind}-default.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
     print(json.dumps({k: info[k] for k in ("kind", "fingerprint", "bytes")}))
 
 

@@ -155,10 +155,16 @@ def default_model_path(kind: str) -> Path:
     return shipped if shipped.is_file() else stage_output
 
 
+DEVICES = ("cpu", "cuda", "auto")
+
+
 def resolve_device(name: str) -> str:
-    """``cpu``, ``cuda`` or ``auto`` (cuda when available) -> the torch device string; refuses an absent cuda."""
+    """``cpu``, ``cuda`` or ``auto`` (cuda when available) -> the torch device string; refuses an unknown name
+    and an absent cuda."""
     import torch
 
+    if name not in DEVICES:
+        raise ValueError(f"device must be cpu, cuda or auto, not {name!r}")
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -186,7 +192,7 @@ def load_model_cached(path: str | os.PathLike, device: str = "cpu") -> LoadedMod
 # identical pixels in any CPU process. On a GPU, convolutions use other kernels (TF32/cuDNN algorithms), so the
 # encoder's latents and the decoded pixels can differ from the CPU's in the last bits; files stay valid either way.
 DEVICE_PARAM = Param("device", "str", "cpu", "where the model runs: cpu (bit-exact reference), cuda, or auto",
-                     ("cpu", "cuda", "auto"))
+                     DEVICES)
 
 
 class ModelCodec(Codec):

@@ -16,9 +16,10 @@ Storage of z (``bits`` and ``entropy``), all inside the ``.gcz`` payload:
 - ``bits`` in 1..12, ``entropy="gaussian"``: the same bin width, but symbols ``round(z / width)`` are
   entropy-coded with constriction under a Gaussian; nothing is clipped, rare outliers are escaped. The
   Gaussian is N(m, s) with m and s the mean and standard deviation of this image's z, written to the header
-  as float32 (14 header bytes with their keys). The generator's N(0, 1) prior would be the obvious choice, but optimised latents drift
-  outside it (measured on Kodak: coding under N(0, 1) came out 6 % larger than fixed 6-bit codes), and each
-  value past the coded range costs an escape. Files without m and s (written before) decode under N(0, 1).
+  as float32 (14 header bytes with their keys). The generator's N(0, 1) prior would be the obvious choice,
+  but optimised latents drift outside it (measured on Kodak: coding under N(0, 1) came out 6 % larger than
+  fixed 6-bit codes), and each value past the coded range costs an escape. Files without m and s (written
+  before) decode under N(0, 1).
 
 Decoding runs ``G(z)`` per tile, reassembles, and crops. The header records bits, entropy mode and clip;
 the model is identified by its fingerprint. Deterministic on CPU for a given seed. With ``device=cuda`` the

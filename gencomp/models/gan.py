@@ -130,8 +130,9 @@ class Discriminator(nn.Module):
 def minibatch_stddev(features: torch.Tensor, group: int = MBSTD_GROUP) -> torch.Tensor:
     """Append one map holding how much the samples of each group differ (ProGAN, Karras et al. 2018).
 
-    A generator that ignores z makes identical samples, which this map exposes to the discriminator at once;
-    the demo and cpu-full GANs collapsed to a single output without it (see the note in train/presets.py).
+    A generator that ignores z makes identical samples, which this map exposes to the discriminator at once.
+    On its own it did not stop our PixelNorm generators collapsing; the BatchNorm generator did (see the note
+    in train/presets.py), and this map stays as a cheap second guard.
     Groups are runs of CONSECUTIVE samples, so a batch laid out as [real..., fake...] with a size divisible by
     the group never mixes real and fake in one group (ProGAN's strided groups would).
     """

@@ -10,9 +10,9 @@ The recipe is the proven one for learned image compression (Balle et al.): strid
 inverse GDN non-linearities, plus residual blocks at the latent resolution. Both decoders avoid transposed
 convolutions (no checkerboard artefacts) and end in a sigmoid, so outputs are in [0, 1]:
 
-- ``upsample="subpixel"`` (what every preset trains): each stage convolves at the LOW resolution to 4x the channels and
-  rearranges them into a 2x larger map (pixel shuffle, Shi et al. 2016); the last stage produces the 3 RGB
-  channels directly. No convolution runs at full resolution, so decoding costs ~4x fewer multiply-adds than
+- ``upsample="subpixel"`` (what every preset trains): each stage convolves at the LOW resolution to 4x the
+  channels and rearranges them into a 2x larger map (pixel shuffle, Shi et al. 2016); the last stage produces
+  the 3 RGB channels directly. No convolution runs at full resolution, so decoding costs ~4x fewer multiply-adds than
   ``nearest`` at the same width (measured: see BENCHMARKS.md, codec speed).
 - ``upsample="nearest"``: nearest-neighbour upsampling then a 3x3 convolution at the new resolution, and a
   final convolution at full resolution. The constructor default, so model files written before the option
