@@ -2,12 +2,15 @@
 
     python benchmarks/bench_codecs.py [--image PATH] [--gan-model PATH] [--vaegan-model PATH]
                                       [--random-models] [--steps N ...] [--repeat N] [--threads N] [--json OUT.json]
+                                      [--device cpu|cuda|auto] [--codecs NAME ...]
 
 Without ``--image`` the image is scikit-image's astronaut, resized to 768x512 (Kodak's size). The generative
 codecs use the shipped default models (gencomp/assets) unless model files are given. ``--random-models``
 runs randomly initialised models of the constructors' default architectures instead: timings depend on the
 architecture, not on the weights (rates and quality then mean nothing and are not printed). ``--steps`` may
-list several search lengths for gan-inversion (the speed goal is stated with the encoder start).
+list several search lengths for gan-inversion (the speed goal is stated with the encoder start). ``--device``
+runs the generative codecs there (the classical ones always run on the CPU); ``--codecs`` keeps only the named
+codecs (a GPU machine may lack the AVIF / JPEG XL plugins).
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of the fast codecs (median reported)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", dest="json_out")
+    parser.add_argument("--device", default="cpu", help="where the generative codecs run: cpu, cuda or auto")
+    parser.add_argument("--codecs", nargs="+", help="only these codecs (default: all)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -89,8 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         for steps in args.steps:
             cases += [("gan-inversion", {"model": gan, "steps": steps, "bits": 32}),
                       ("gan-inversion", {"model": gan, "steps": steps, "bits": 6, "entropy": "gaussian"})]
+        if args.codecs:
+            cases = [(name, settings) for name, settings in cases if name in args.codecs]
         rows = []
         for name, settings in cases:
+            generative = name in ("vaegan", "gan-inversion")
+            if generative:
+                settings = {**settings, "device": args.device}
             codec = get_codec(name, **settings)
             runs = 1 if name == "gan-inversion" else args.repeat
             # warm-up (model load, plugin init); a small crop for the slow latent search
@@ -106,10 +116,10 @@ def main(argv: list[str] | None = None) -> int:
                 enc_times.append(t1 - t0)
                 dec_times.append(t2 - t1)
             container = unpack(data)
-            generative = name in ("vaegan", "gan-inversion")
             row = {
                 "codec": name,
-                "settings": {k: v for k, v in settings.items() if k != "model"},
+                "settings": {k: v for k, v in settings.items() if k not in ("model", "device")},
+                "device": codec.device if generative else "cpu",
                 "encode_s": statistics.median(enc_times),
                 "decode_s": statistics.median(dec_times),
                 "bytes": len(data),
@@ -120,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(f"  {name} {row['settings']}: encode {row['encode_s']:.3f} s, decode {row['decode_s']:.3f} s",
                   file=sys.stderr, flush=True)
-    print(f"image {image.width}x{image.height}, torch threads {args.threads}, "
+    where = torch.cuda.get_device_name() if args.device != "cpu" and torch.cuda.is_available() else "cpu"
+    print(f"image {image.width}x{image.height}, torch threads {args.threads}, generative codecs on {where}, "
           f"{'trained' if trained else 'random-weight'} generative models: {gan.name}, {vaegan.name}")
     print("| codec | settings | encode s | decode s | bytes | overhead B | bpp | PSNR dB |")
     print("|---|---|---|---|---|---|---|---|")

@@ -12,7 +12,7 @@ from gencomp.data.shards import write_shards
 
 @task(name="write-shards")
 def shard(clusters: str, raw_dir: str, out_dir: str, target_mb: float, row_group_rows: int,
-          split: dict, salt: str) -> dict:
+          split: dict, salt: str, resize: dict | None) -> dict:
     return write_shards(
         Path(clusters),
         Path(raw_dir),
@@ -21,6 +21,7 @@ def shard(clusters: str, raw_dir: str, out_dir: str, target_mb: float, row_group
         row_group_rows=row_group_rows,
         split_fractions=split,
         salt=salt,
+        resize=resize,
     )
 
 
@@ -28,7 +29,8 @@ def shard(clusters: str, raw_dir: str, out_dir: str, target_mb: float, row_group
 def shard_flow() -> dict:
     p = params()
     manifest = shard(str(Path(p.dedupe.out) / "clusters.parquet"), p.scrape.out, p.shard.out,
-                     p.shard.target_mb, p.shard.row_group_rows, dict(p.shard.split), p.shard.salt)
+                     p.shard.target_mb, p.shard.row_group_rows, dict(p.shard.split), p.shard.salt,
+                     p.shard.resize.model_dump() if p.shard.resize else None)
     print(f"shards: {manifest.get('split_counts', manifest)}")
     return manifest
 

@@ -97,12 +97,19 @@ def shard(
     clusters: Annotated[Path, typer.Option(help="clusters.parquet from `gencomp dedupe`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the Parquet shards.")],
     target_mb: Annotated[float, typer.Option(help="Target shard size in MB.")] = 64,
+    max_short_side: Annotated[Optional[int], typer.Option(
+        help="Store images whose short side is larger downsized to it, as JPEG (for fast training reads).")] = None,
+    quality: Annotated[int, typer.Option(help="JPEG quality of the downsized images.")] = 90,
 ) -> None:
     """Write the kept images as Parquet shards with a cluster-aware train/val/test split."""
     from gencomp.data.shards import write_shards
 
-    with console.status("writing shards..."):
-        manifest = write_shards(clusters, images_dir, out, target_mb=target_mb)
+    resize = None if max_short_side is None else {"max_short_side": max_short_side, "quality": quality}
+    try:
+        with console.status("writing shards..."):
+            manifest = write_shards(clusters, images_dir, out, target_mb=target_mb, resize=resize)
+    except ValueError as exc:  # ShardError too: a refused append or a bad setting, not a crash
+        fail(str(exc))
     console.print_json(json.dumps(manifest, default=str))
 
 

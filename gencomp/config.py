@@ -77,12 +77,18 @@ class DedupeParams(_Section):
     contact_sheet_clusters: int = Field(12, ge=0)
 
 
+class ShardResize(_Section):
+    max_short_side: int = Field(ge=16)
+    quality: int = Field(90, ge=1, le=100)
+
+
 class ShardParams(_Section):
     out: str = "data/shards"
     target_mb: float = Field(64, gt=0)
     row_group_rows: int = Field(100, ge=1)
     split: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
     salt: str = "gencomp"
+    resize: ShardResize | None = None  # store larger images downsized (see gencomp.data.shards)
 
     @field_validator("split")
     @classmethod

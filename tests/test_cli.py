@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -42,6 +44,16 @@ def test_dedupe_then_shard(photos, tmp_path):
                                  "--out", str(tmp_path / "shards")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "shards" / "_manifest.json").is_file()
+
+    # a resized set in another folder; appending another resolution to it is a usage error, not a traceback
+    args = ["shard", str(photos), "--clusters", str(tmp_path / "dedup" / "clusters.parquet"),
+            "--out", str(tmp_path / "small")]
+    result = runner.invoke(app, [*args, "--max-short-side", "16", "--quality", "80"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "small" / "_manifest.json").read_text())
+    assert manifest["resize"] == {"max_short_side": 16, "quality": 80}
+    result = runner.invoke(app, [*args, "--max-short-side", "32"])
+    assert result.exit_code == 2 and "resize" in result.output
 
 
 def test_eval_sweep_grid_and_report(photos, tmp_path):

@@ -172,3 +172,69 @@ def test_tiny_corpus_rule_fills_empty_splits_deterministically():
     many = [f"{k:064x}" for k in range(300)]  # big enough: the rule changes nothing
     plain = {k: shards.assign_split(k, fractions, "gencomp") for k in many}
     assert shards._rebalance_tiny({k: shards.split_point(k, "gencomp") for k in many}, plain, fractions) == plain
+
+
+def test_resize_stores_every_image_upright_as_jpeg_with_its_short_side_capped(tmp_path):
+    imgs = tmp_path / "imgs"
+    _make_images(imgs, 0, 6, size=(40, 32))  # small: short side 32 <= 48, re-encoded at their size
+    _make_images(imgs, 100, 6, size=(160, 120))  # large: stored with short side 48
+    # EXIF orientation 6 (rotate 90°): a 160x120 file that displays as 120x160 is stored upright
+    Image.open(imgs / "img100.png").convert("RGB").save(imgs / "rotated.jpg", exif=_exif_orientation(6))
+    (imgs / "img100.png").unlink()
+    run_dedupe(imgs, tmp_path / "dedup", workers=1)
+    clusters_path = tmp_path / "dedup" / "clusters.parquet"
+    resize = {"max_short_side": 48, "quality": 90}
+    out = tmp_path / "shards"
+    m = shards.write_shards(clusters_path, imgs, out, resize=resize)
+    assert m["resize"] == resize and not m["skipped"]
+    clusters = pd.read_parquet(clusters_path).set_index("sha256")
+    rows = _read_all(out)
+    assert len(rows) == 12
+    for r in rows.itertuples():
+        src = clusters.loc[r.sha256]
+        stored = Image.open(__import__("io").BytesIO(r.image))
+        assert stored.size == (r.width, r.height)
+        assert r.format == "JPEG" and stored.format == "JPEG"
+        if min(src["width"], src["height"]) <= 48:
+            assert stored.size == (40, 32)
+        else:
+            assert min(stored.size) == 48
+            if src["path"] == "rotated.jpg":
+                assert stored.size == (48, 64)  # upright: EXIF applied before the resize
+            else:
+                assert stored.size == (64, 48)
+    assert shards.verify_shards(out)["rows"] == 12
+    # the same inputs give the same bytes; another setting cannot be appended to this set
+    again = shards.write_shards(clusters_path, imgs, tmp_path / "again", resize=resize)
+    assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in m["shards"]]
+    with pytest.raises(shards.ShardError, match="resize"):
+        shards.write_shards(clusters_path, imgs, out, resize={"max_short_side": 64, "quality": 90})
+    with pytest.raises(shards.ShardError, match="resize"):
+        shards.write_shards(clusters_path, imgs, out)
+    with pytest.raises(ValueError, match="max_short_side"):
+        shards.write_shards(clusters_path, imgs, tmp_path / "bad", resize={"max_short_side": 0, "quality": 90})
+
+
+def test_resize_records_an_image_that_no_longer_decodes_and_shards_the_rest(tmp_path):
+    imgs = tmp_path / "imgs"
+    _make_images(imgs, 0, 4, size=(160, 120))
+    run_dedupe(imgs, tmp_path / "dedup", workers=1)
+    clusters_path = tmp_path / "dedup" / "clusters.parquet"
+    clusters = pd.read_parquet(clusters_path)
+    # the file decodes at dedupe time but its sha256 still matches: simulate a decoder that now refuses it by
+    # truncating the file and recording the new digest, as a hand-edited clusters file would
+    victim = clusters.loc[clusters["keep"], "path"].iloc[0]
+    data = (imgs / victim).read_bytes()[:200]
+    (imgs / victim).write_bytes(data)
+    clusters.loc[clusters["path"] == victim, "sha256"] = __import__("hashlib").sha256(data).hexdigest()
+    clusters.to_parquet(clusters_path)
+    m = shards.write_shards(clusters_path, imgs, tmp_path / "shards", resize={"max_short_side": 48, "quality": 90})
+    assert [s["path"] for s in m["skipped"]] == [victim]
+    assert "truncated" in m["skipped"][0]["reason"] or "corrupt" in m["skipped"][0]["reason"]
+    assert m["rows"] == clusters["keep"].sum() - 1
+
+
+def _exif_orientation(value):
+    exif = Image.Exif()
+    exif[0x0112] = value
+    return exif.tobytes()

@@ -197,3 +197,22 @@ def test_train_reads_the_shard_loader(tmp_path):
     assert summary["val"]["psnr_c28"] > 0
     assert load_model(tmp_path / "out" / "model.pt").config["prior"]["fitted"] is True
 
+
+
+@pytest.mark.parametrize("kind", ["gan", "vaegan"])
+def test_max_time_stops_cleanly_and_resume_finishes_the_run(tmp_path, kind):
+    """A wall-clock limit (a scheduler's) ends the run after the step in progress with everything written;
+    --resume then runs the remaining steps."""
+    tiny = TINY_GAN if kind == "gan" else TINY_VAEGAN
+    out = tmp_path / kind
+    data = dict(dataset=AstronautCrops(32), val_dataset=AstronautCrops(32, count=8, seed=1), progress=False)
+    first = train(kind, data_dir=None, out_dir=out, overrides=dict(tiny, max_time_s=1e-9), **data)
+    assert first["stopped_early"] and first["step"] == 1
+    assert load_checkpoint(out / "checkpoint.pt")["step"] == 1
+    assert load_model(out / "model.pt").fingerprint == first["fingerprint"]
+    assert first["val"]  # validated at the stop, like at a normal end
+
+    second = train(kind, data_dir=None, out_dir=out, overrides=tiny, resume=True, **data)
+    total = tiny["steps"] + tiny.get("encoder_steps", 0)
+    assert not second["stopped_early"] and second["resumed_from_step"] == 1 and second["step"] == total
+    assert [r["step"] for r in _lines(out / "metrics.jsonl")] == list(range(1, total + 1))

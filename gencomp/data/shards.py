@@ -12,6 +12,15 @@ Appending: a rerun writes new shards holding only images whose sha256 and cluste
 so a rescrape appends and an image once sharded never moves. Existing shards are never rewritten, and the
 salt and fractions of an existing shard set cannot be changed (that would move images): use a new ``out_dir``.
 
+Resizing (``resize``, off by default): every image is stored upright, downsized (Lanczos) so its short side is
+at most ``max_short_side``, and re-encoded as JPEG at ``quality``, as img2dataset does for training sets.
+Training reads every image many times, and decoding a 12 MP original for a 64 px crop is what bounds a GPU
+step: the loader's own ``downscale_to`` (512 by default, the short side too) then has nothing left to do, and
+the shard set is several times smaller. The ``image`` column holds the stored bytes, ``width``/``height``
+their size, and ``sha256`` stays the original file's, so dedupe identity and appends work as before. The
+manifest records the setting, and an append with another setting is
+refused (one shard set never mixes two resolutions). An image that cannot be decoded is skipped with its reason.
+
 Crash safety: each shard is written to a hidden temporary name and renamed; the manifest (also written
 atomically) is updated after every shard. A shard file not in the manifest (a crash between the rename and
 the manifest update) and any temporary file are removed on the next run, and the deterministic writer
@@ -26,6 +35,7 @@ corpora big enough that no split is empty (the common case) the rule never fires
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -34,13 +44,15 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 
 from gencomp.atomic import write_bytes_atomic
+from gencomp.data.images import ImageRejected, open_image
 
 SHARD_SCHEMA = pa.schema(
     [
-        ("image", pa.binary()),  # the original file's bytes, as scraped
-        ("sha256", pa.string()),
+        ("image", pa.binary()),  # the original file's bytes, as scraped (or the downsized JPEG, with resize)
+        ("sha256", pa.string()),  # of the original file, always
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("format", pa.string()),
@@ -58,6 +70,32 @@ _TMP_PREFIX = ".tmp-"
 
 class ShardError(ValueError):
     """A shard set that is inconsistent with its manifest, or a write that would make it so."""
+
+
+def _check_resize(resize: dict | None) -> dict | None:
+    if resize is None:
+        return None
+    if set(resize) != {"max_short_side", "quality"}:
+        raise ValueError(f"resize needs exactly max_short_side and quality, got {sorted(resize)}")
+    side, quality = resize["max_short_side"], resize["quality"]
+    if not isinstance(side, int) or side < 16:
+        raise ValueError(f"resize.max_short_side must be an integer >= 16, got {side!r}")
+    if not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise ValueError(f"resize.quality must be an integer in 1..100, got {quality!r}")
+    return {"max_short_side": side, "quality": quality}
+
+
+def downsize(data: bytes, max_short_side: int, quality: int) -> tuple[bytes, int, int]:
+    """``(jpeg_bytes, width, height)``: the image upright (EXIF applied), its short side at most
+    ``max_short_side`` (Lanczos), as JPEG at ``quality``. Raises ImageRejected for an undecodable image."""
+    img = open_image(data, draft_size=(max_short_side, max_short_side))
+    w, h = img.size
+    scale = max_short_side / min(w, h)
+    if scale < 1:
+        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality, optimize=True)
+    return buf.getvalue(), img.width, img.height
 
 
 def split_point(cluster_key: str, salt: str) -> float:
@@ -212,15 +250,18 @@ def write_shards(
     row_group_rows: int = 100,
     split_fractions: dict[str, float] | None = None,
     salt: str = "gencomp",
+    resize: dict | None = None,
 ) -> dict:
     """Append the kept images of ``clusters_parquet`` that no shard holds yet; return the manifest.
 
     A shard closes at ``target_rows`` rows (when given) or ``target_mb`` MB of image bytes, whichever comes
-    first. The returned dict is the manifest plus ``written`` (new shard files), ``removed_stray`` and
+    first. ``resize`` (``{"max_short_side": int, "quality": int}`` or None) stores larger images downsized (see
+    the module doc). The returned dict is the manifest plus ``written`` (new shard files), ``removed_stray`` and
     ``skipped`` (rows whose file is missing or no longer matches its sha256, with the reason).
     """
     clusters_parquet, images_dir, out_dir = Path(clusters_parquet), Path(images_dir), Path(out_dir)
     fractions = _check_fractions(split_fractions if split_fractions is not None else DEFAULT_SPLITS)
+    resize = _check_resize(resize)
     if row_group_rows < 1:
         raise ValueError(f"row_group_rows must be >= 1, got {row_group_rows}")
     if target_rows is not None and target_rows < 1:
@@ -243,8 +284,15 @@ def write_shards(
                 f"appending with salt={salt!r}, split_fractions={fractions} would move images between splits. "
                 "Write to a new folder to draw a new split."
             )
+        if manifest.get("resize") != resize:
+            raise ShardError(
+                f"{out_dir} was sharded with resize={manifest.get('resize')}; appending with resize={resize} would "
+                "mix two resolutions in one shard set. Write to a new folder."
+            )
     else:
         manifest = {"version": MANIFEST_VERSION, "salt": salt, "split_fractions": fractions, "shards": []}
+        if resize is not None:
+            manifest["resize"] = resize
     removed = _remove_strays(out_dir, {s["file"] for s in manifest["shards"]})
 
     have_sha, have_key = set(), set()
@@ -297,13 +345,21 @@ def write_shards(
         if hashlib.sha256(data).hexdigest() != r.sha256:
             skipped.append({"path": r.path, "sha256": r.sha256, "reason": "file changed since dedupe"})
             continue
+        width, height, fmt = int(r.width), int(r.height), str(getattr(r, "format", "") or "")
+        if resize is not None:
+            try:
+                data, width, height = downsize(data, resize["max_short_side"], resize["quality"])
+            except ImageRejected as exc:
+                skipped.append({"path": r.path, "sha256": r.sha256, "reason": str(exc)})
+                continue
+            fmt = "JPEG"
         batch.append(
             {
                 "image": data,
                 "sha256": r.sha256,
-                "width": int(r.width),
-                "height": int(r.height),
-                "format": str(getattr(r, "format", "") or ""),
+                "width": width,
+                "height": height,
+                "format": fmt,
                 "url": str(getattr(r, "url", "") or ""),
                 "cluster_key": r.cluster_key,
                 "split": r.split,

@@ -69,7 +69,7 @@ MODEL_NAME = "model.pt"
 # Settings that may change between a checkpoint and its resumption (schedules, logging, workers); any other
 # difference means the checkpoint belongs to a different experiment and resuming it would mix the two.
 RESUMABLE_CHANGES = {"steps", "encoder_steps", "checkpoint_every", "log_every", "val_every", "val_batches",
-                     "num_workers", "threads", "compile"}
+                     "num_workers", "threads", "compile", "max_time_s"}
 SAMPLE_SEED = 1234  # fixed latents / images for the sample grids, drawn from their own generator
 
 
@@ -284,6 +284,18 @@ def ms_ssim_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return 1.0 - msssim.mean()
 
 
+def _out_of_time(rt: Runtime, t_start: float, max_time_s: float) -> bool:
+    """True once ``max_time_s`` (> 0) seconds of training have passed, on every rank at the same step."""
+    if max_time_s <= 0:
+        return False
+    late = time.perf_counter() - t_start >= max_time_s
+    if rt.ddp:  # every rank must stop at the same step, or the next collective would hang
+        flag = torch.tensor([1.0 if late else 0.0], device=rt.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        late = bool(flag.item())
+    return late
+
+
 def _check_finite(step: int, losses: dict[str, float], out_dir: Path) -> None:
     bad = [k for k, v in losses.items() if not math.isfinite(v)]
     if bad:
@@ -488,7 +500,8 @@ def _train_gan(cfg, rt: Runtime, preset, data_dir, out_dir, resume, dataset, val
         if step % cfg["val_every"] == 0 and rt.is_main:
             metrics, grid = validate()
             log.log_val(step, metrics, grid)
-        if step % cfg["checkpoint_every"] == 0 or step == total:
+        out_of_time = _out_of_time(rt, t_start, cfg["max_time_s"])
+        if step % cfg["checkpoint_every"] == 0 or step == total or out_of_time:
             ranks = _gather_positions(rt, stream)
             if rt.is_main:
                 save_checkpoint(out_dir / CHECKPOINT_NAME, {
@@ -500,11 +513,14 @@ def _train_gan(cfg, rt: Runtime, preset, data_dir, out_dir, resume, dataset, val
                                    "encoder": opt_e.state_dict()},
                     "scaler": None,  # bf16 autocast needs no loss scaling
                 })
+        if out_of_time:
+            break  # checkpointed above; the run ends as a finished one would (model, validation, summary)
     elapsed = time.perf_counter() - t_start
 
     summary: dict[str, Any] = {"kind": "gan", "preset": preset, "step": step, "total_steps": total,
                                "world_size": rt.world_size, "device": str(rt.device),
-                               "resumed_from_step": state["step"] if state is not None else None}
+                               "resumed_from_step": state["step"] if state is not None else None,
+                               "stopped_early": step < total}
     if rt.is_main:
         metrics, grid = validate()
         log.log_val(step, metrics, grid)
@@ -665,7 +681,8 @@ def _train_vaegan(cfg, rt: Runtime, preset, data_dir, out_dir, resume, dataset, 
         if step % cfg["val_every"] == 0 and rt.is_main:
             metrics, grid = validate(with_rate=rate_aware)
             log.log_val(step, metrics, grid)
-        if step % cfg["checkpoint_every"] == 0 or step == total:
+        out_of_time = _out_of_time(rt, t_start, cfg["max_time_s"])
+        if step % cfg["checkpoint_every"] == 0 or step == total or out_of_time:
             ranks = _gather_positions(rt, stream)
             if rt.is_main:
                 save_checkpoint(out_dir / CHECKPOINT_NAME, {
@@ -677,6 +694,8 @@ def _train_vaegan(cfg, rt: Runtime, preset, data_dir, out_dir, resume, dataset, 
                                    "prior": opt_prior.state_dict()},
                     "scaler": None,  # bf16 autocast needs no loss scaling
                 })
+        if out_of_time:
+            break  # checkpointed above; the run ends as a finished one would (model, validation, summary)
     elapsed = time.perf_counter() - t_start
 
     if not rate_aware:
@@ -685,7 +704,8 @@ def _train_vaegan(cfg, rt: Runtime, preset, data_dir, out_dir, resume, dataset, 
     summary: dict[str, Any] = {"kind": "vaegan", "preset": preset, "step": step, "total_steps": total,
                                "world_size": rt.world_size, "device": str(rt.device), "quant_step": quant_step,
                                "rate_aware": rate_aware, "prior_fitted": not rate_aware,
-                               "resumed_from_step": state["step"] if state is not None else None}
+                               "resumed_from_step": state["step"] if state is not None else None,
+                               "stopped_early": step < total}
     if rt.is_main:
         metrics, grid = validate(with_rate=True)
         log.log_val(step, metrics, grid)

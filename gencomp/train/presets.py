@@ -32,6 +32,9 @@ _COMMON = {
     "warmup_steps": 0,
     "lr_min_factor": 0.1,
     "checkpoint_every": 500,
+    # stop cleanly (checkpoint, validation, model.pt, summary with stopped_early) after this many seconds of
+    # training in one invocation; 0: no limit. For schedulers with wall-clock limits: `--resume` continues.
+    "max_time_s": 0.0,
     "log_every": 10,  # per-step losses are always written to metrics.jsonl; dvclive every log_every steps
     "val_every": 500,  # validation PSNR/SSIM + sample grid PNG
     "val_batches": 4,
@@ -97,6 +100,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "steps": 100_000,
             "encoder_steps": 30_000,
             "batch_size": 128,
+            # many crops per decoded image: at GPU speed, JPEG decoding (not the model) would bound a step
+            "crops_per_image": 8,
             "tile": 64,
             "latent_dim": 100,
             "g_norm": "batch",
@@ -182,6 +187,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             **_COMMON,
             "steps": 200_000,
             "batch_size": 32,
+            "crops_per_image": 4,  # see the GAN's gpu preset
             "crop": 256,
             "max_channels": 28,
             "channel_set": [28, 16, 8, 4, 2],
