@@ -216,3 +216,14 @@ def test_max_time_stops_cleanly_and_resume_finishes_the_run(tmp_path, kind):
     total = tiny["steps"] + tiny.get("encoder_steps", 0)
     assert not second["stopped_early"] and second["resumed_from_step"] == 1 and second["step"] == total
     assert [r["step"] for r in _lines(out / "metrics.jsonl")] == list(range(1, total + 1))
+
+
+def test_steady_throughput_leaves_out_the_warm_up_steps(tmp_path):
+    from gencomp.train.loop import WARMUP_STEPS
+
+    short = train("vaegan", data_dir=None, out_dir=tmp_path / "a", overrides=TINY_VAEGAN, dataset=AstronautCrops(32),
+                  progress=False)
+    assert short["steady_images_per_s"] is None and short["train_images_per_s"] > 0
+    longer = train("vaegan", data_dir=None, out_dir=tmp_path / "b", dataset=AstronautCrops(32), progress=False,
+                   overrides=dict(TINY_VAEGAN, steps=WARMUP_STEPS + 5, checkpoint_every=100, val_every=100))
+    assert longer["steady_images_per_s"] > 0

@@ -70,6 +70,7 @@ MODEL_NAME = "model.pt"
 # difference means the checkpoint belongs to a different experiment and resuming it would mix the two.
 RESUMABLE_CHANGES = {"steps", "encoder_steps", "checkpoint_every", "log_every", "val_every", "val_batches",
                      "num_workers", "threads", "compile", "max_time_s"}
+WARMUP_STEPS = 20  # steps left out of steady_images_per_s (compilation and autotuning happen in them)
 SAMPLE_SEED = 1234  # fixed latents / images for the sample grids, drawn from their own generator
 
 
@@ -368,14 +369,21 @@ def _restore_position(rt: Runtime, state: dict[str, Any], cfg: dict[str, Any]) -
 
 
 def _finish(out_dir: Path, rt: Runtime, summary: dict[str, Any], *, log, val_note, losses, elapsed: float,
-            steps_run: int, samples_consumed: int, cfg: dict[str, Any], modules: dict) -> dict[str, Any]:
-    """The part of the end of a run both kinds share: close the logs, complete and write train_summary.json."""
+            warm_s: float | None, steps_run: int, samples_consumed: int, cfg: dict[str, Any],
+            modules: dict) -> dict[str, Any]:
+    """The part of the end of a run both kinds share: close the logs, complete and write train_summary.json.
+
+    ``train_images_per_s`` counts the whole run; ``steady_images_per_s`` only the steps after the first
+    WARMUP_STEPS (compilation, cuDNN autotuning and the loader's first batches happen in those), so short GPU
+    runs report the rate a long one would have. None for runs of WARMUP_STEPS steps or fewer."""
     if rt.is_main and val_note:
         summary["val_note"] = val_note
     log.close()
     summary.update(
         final_losses=losses, elapsed_s=round(elapsed, 3), steps_run=steps_run, samples_consumed=samples_consumed,
         train_images_per_s=round(steps_run * cfg["batch_size"] * rt.world_size / max(elapsed, 1e-9), 2),
+        steady_images_per_s=None if warm_s is None or steps_run <= WARMUP_STEPS else
+        round((steps_run - WARMUP_STEPS) * cfg["batch_size"] * rt.world_size / max(warm_s, 1e-9), 2),
         checkpoint_path=str(out_dir / CHECKPOINT_NAME), config=cfg, weights_sha256=weights_digest(modules),
     )
     if rt.is_main:
@@ -448,7 +456,7 @@ def _train_gan(cfg, rt: Runtime, preset, data_dir, out_dir, resume, dataset, val
         E.train()
         return metrics, image_grid(torch.cat([g[:8].float().cpu() for g in grid]), columns=8)
 
-    t_start, steps_run, losses = time.perf_counter(), 0, {}
+    t_start, t_warm, steps_run, losses = time.perf_counter(), None, 0, {}
     while step < total:
         step += 1
         real = rt.to_device(stream.next()) * 2 - 1
@@ -494,6 +502,8 @@ def _train_gan(cfg, rt: Runtime, preset, data_dir, out_dir, resume, dataset, val
                       "lr": opt_e.param_groups[0]["lr"]}
         samples_consumed += n * rt.world_size
         steps_run += 1
+        if steps_run == WARMUP_STEPS:
+            t_warm = time.perf_counter()
         _check_finite(step, losses, out_dir)
         log.log_step(step, stream.epoch, phase, losses)
 
@@ -528,7 +538,8 @@ def _train_gan(cfg, rt: Runtime, preset, data_dir, out_dir, resume, dataset, val
                                metadata={"preset": preset, "steps": step, "samples_consumed": samples_consumed})
         summary.update(val=metrics, model_path=str(out_dir / MODEL_NAME), fingerprint=fingerprint)
     return _finish(out_dir, rt, summary, log=log, val_note=val_note, losses=losses, elapsed=elapsed,
-                   steps_run=steps_run, samples_consumed=samples_consumed, cfg=cfg,
+                   warm_s=None if t_warm is None else t_start + elapsed - t_warm, steps_run=steps_run,
+                   samples_consumed=samples_consumed, cfg=cfg,
                    modules={"generator": G, "discriminator": D, "encoder": E, "generator_ema": G_ema})
 
 
@@ -606,7 +617,7 @@ def _train_vaegan(cfg, rt: Runtime, preset, data_dir, out_dir, resume, dataset, 
         model.train()
         return metrics, image_grid(torch.cat([g.float().cpu() for g in grid]), columns=min(8, len(grid[0])))
 
-    t_start, steps_run, losses = time.perf_counter(), 0, {}
+    t_start, t_warm, steps_run, losses = time.perf_counter(), None, 0, {}
     while step < total:
         step += 1
         x = rt.to_device(stream.next())
@@ -673,6 +684,8 @@ def _train_vaegan(cfg, rt: Runtime, preset, data_dir, out_dir, resume, dataset, 
 
         samples_consumed += n * rt.world_size
         steps_run += 1
+        if steps_run == WARMUP_STEPS:
+            t_warm = time.perf_counter()
         losses = {"loss": loss.item(), **parts, "loss_d": loss_d.item(), "channels": channels,
                   "grad_norm": grad_norm, "lr": opt.param_groups[0]["lr"]}
         _check_finite(step, losses, out_dir)
@@ -714,7 +727,8 @@ def _train_vaegan(cfg, rt: Runtime, preset, data_dir, out_dir, resume, dataset, 
                                   metadata={"preset": preset, "steps": step, "samples_consumed": samples_consumed})
         summary.update(val=metrics, model_path=str(out_dir / MODEL_NAME), fingerprint=fingerprint)
     return _finish(out_dir, rt, summary, log=log, val_note=val_note, losses=losses, elapsed=elapsed,
-                   steps_run=steps_run, samples_consumed=samples_consumed, cfg=cfg,
+                   warm_s=None if t_warm is None else t_start + elapsed - t_warm, steps_run=steps_run,
+                   samples_consumed=samples_consumed, cfg=cfg,
                    modules={"model": model, "discriminator": D, "prior": prior})
 
 
