@@ -43,10 +43,17 @@ class GaussianChannelPrior(nn.Module):
         return self.log_scale.exp().clamp(min=SCALE_MIN)
 
     def channel_params(self) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, scale), each float64 of shape (channels,), in symbol units: what QuantizedGaussian takes."""
-        with torch.no_grad():
-            return (self.mean.detach().double().cpu().numpy().copy(),
-                    self.scale().detach().double().cpu().numpy().copy())
+        """(mean, scale), each float64 of shape (channels,), in symbol units: what QuantizedGaussian takes.
+
+        The entropy coder needs the very same numbers wherever a file is written or read: one value off in its
+        last bit shifts a CDF and desynchronises the ANS stream. So they are computed in float64 with Python's
+        own ``math.exp`` (correctly rounded by glibc and the other common libms), never with torch's float32
+        exp, whose GPU and vectorised CPU kernels differ in the last bit (a GPU-made file once failed to
+        decode on the CPU for exactly that reason)."""
+        mean = self.mean.detach().cpu().double().numpy().copy()
+        log_scale = self.log_scale.detach().cpu().double().numpy()
+        scale = np.array([max(math.exp(v), SCALE_MIN) for v in log_scale.tolist()], dtype=np.float64)
+        return mean, scale
 
     def likelihood(self, y_hat: torch.Tensor) -> torch.Tensor:
         """Probability of each symbol; ``y_hat`` is (N, C', H, W) with C' <= channels (the first C' channels).
