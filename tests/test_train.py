@@ -227,3 +227,24 @@ def test_steady_throughput_leaves_out_the_warm_up_steps(tmp_path):
     longer = train("vaegan", data_dir=None, out_dir=tmp_path / "b", dataset=AstronautCrops(32), progress=False,
                    overrides=dict(TINY_VAEGAN, steps=WARMUP_STEPS + 5, checkpoint_every=100, val_every=100))
     assert longer["steady_images_per_s"] > 0
+
+
+def test_training_in_a_git_repo_without_dvc_leaves_the_repo_alone(tmp_path, monkeypatch):
+    """dvclive would `dvc init` a git repository that is not a DVC project; `gencomp train` must not."""
+    import subprocess
+
+    project = tmp_path / "someone-elses-project"
+    project.mkdir()
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+    (project / "README").write_text("mine\n")
+    subprocess.run(["git", "-C", str(project), "add", "README"], check=True)
+    subprocess.run(["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"],
+                   check=True)
+    monkeypatch.chdir(project)
+    train("vaegan", data_dir=None, out_dir=project / "run", overrides=TINY_VAEGAN, dataset=AstronautCrops(32),
+          progress=False)
+    assert not (project / ".dvc").exists()
+    status = subprocess.run(["git", "-C", str(project), "status", "--porcelain"], capture_output=True, text=True,
+                            check=True).stdout
+    assert status.strip() == "?? run/"  # the run's own folder, nothing staged, nothing else written
+    assert (project / "run" / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv").is_file()

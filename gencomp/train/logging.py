@@ -44,6 +44,31 @@ def image_grid(images: torch.Tensor, *, columns: int = 8) -> Image.Image:
     return Image.fromarray(canvas)
 
 
+def _inside_dvc_project(start: Path) -> bool:
+    """Whether ``start`` or a folder above it holds a ``.dvc`` directory (what dvc's Repo() looks for)."""
+    return any((folder / ".dvc").is_dir() for folder in (start, *start.parents))
+
+
+def _live_class(*, inside_dvc: bool):
+    """dvclive's Live, or outside a DVC project a Live that skips its DVC integration.
+
+    Outside a DVC project but inside a git repository, Live() runs ``dvc init`` there and stages the result
+    (dvclive's auto-init, treeverse/dvclive#539): `gencomp train` run in someone's own git checkout must not
+    do that. Without the integration Live still writes every file we use (metrics, plots, images); it only
+    loses the experiment bookkeeping, which ``save_dvc_exp=False`` turns off anyway.
+    """
+    from dvclive import Live  # lazy: dvclive imports a lot, and only rank 0 needs it
+
+    if inside_dvc:
+        return Live
+
+    class LiveWithoutDvc(Live):
+        def _init_dvc(self) -> None:  # the one step of Live.__init__ that may `dvc init`
+            self._dvc_file = self._init_dvc_file()
+
+    return LiveWithoutDvc
+
+
 def _truncate_jsonl(path: Path, last_step: int) -> None:
     """Keep only lines with step <= last_step (the ones the checkpoint already accounts for)."""
     if not path.exists():
@@ -82,10 +107,9 @@ class TrainLogger:
         self._metrics_fh = metrics.open("a")
         self._val_path = val
 
-        from dvclive import Live  # lazy: dvclive imports a lot, and only rank 0 needs it
-
-        self._live = Live(dir=str(self.out_dir / "dvclive"), resume=resume_step is not None,
-                          save_dvc_exp=False, dvcyaml=None)
+        live_class = _live_class(inside_dvc=_inside_dvc_project(Path.cwd()))
+        self._live = live_class(dir=str(self.out_dir / "dvclive"), resume=resume_step is not None,
+                                save_dvc_exp=False, dvcyaml=None)
         self._live.log_params({k: v for k, v in params.items() if isinstance(v, (int, float, str, bool))})
         if progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
