@@ -175,3 +175,44 @@ def test_resampling_only_the_crop_window_matches_resize_then_crop():
             window = np.asarray(loader.crop_resized(img, x, y, crop, size), dtype=np.int16)
             diff = np.abs(window - full[y : y + crop, x : x + crop])
             assert diff.mean() < 0.01 and diff.max() <= 2  # rounding only
+
+
+def test_a_pass_of_several_epochs_is_those_epochs_back_to_back(shard_dir):
+    """set_epochs(first, count) yields exactly what set_epoch(first), ..., set_epoch(first + count - 1) would,
+    so a loader that keeps its workers across epochs sees the same data as one restarted every epoch."""
+    def crops(ds):
+        return torch.stack(list(ds))
+
+    ds = loader.ShardDataset(shard_dir, "train", crop=16, crops_per_image=3)
+    one_by_one = []
+    for epoch in (4, 5, 6):
+        ds.set_epoch(epoch)
+        one_by_one.append(crops(ds))
+    ds.set_epochs(4, 3)
+    torch.testing.assert_close(crops(ds), torch.cat(one_by_one), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="count"):
+        ds.set_epochs(0, 0)
+
+
+def test_batch_stream_resumes_mid_pass_with_workers(shard_dir):
+    """The resume position (first epoch of the pass, batches into it) replays the same batches with 2 workers."""
+    from gencomp.train.loop import BatchStream
+
+    def stream(**position):
+        ds = loader.ShardDataset(shard_dir, "train", crop=16, crops_per_image=2)
+        return BatchStream(ds, batch_size=4, num_workers=2, seed=0, rank=0, epochs_per_pass=3, **position)
+
+    per_pass = loader.split_counts(shard_dir)["train"] * 2 * 3 // 4  # crops of 3 epochs, in batches of 4
+    total, cut = 2 * per_pass + 3, per_pass + per_pass // 2  # the cut falls inside the second pass
+    whole = stream()
+    reference = [whole.next() for _ in range(total)]
+    assert whole.epoch >= 3  # crossed at least one pass
+    first = stream()
+    for _ in range(cut):
+        first.next()
+    assert first.epoch == 3 and first.batches > 0
+    resumed = stream(epoch=first.epoch, batches=first.batches)
+    for expected in reference[cut:]:
+        torch.testing.assert_close(resumed.next(), expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="set_epochs"):
+        BatchStream([torch.zeros(3, 4, 4)], batch_size=1, num_workers=0, seed=0, rank=0, epochs_per_pass=2)

@@ -248,3 +248,21 @@ def test_training_in_a_git_repo_without_dvc_leaves_the_repo_alone(tmp_path, monk
                             check=True).stdout
     assert status.strip() == "?? run/"  # the run's own folder, nothing staged, nothing else written
     assert (project / "run" / "dvclive" / "plots" / "metrics" / "train" / "loss.tsv").is_file()
+
+
+def test_a_checkpoint_older_than_a_new_setting_still_resumes(tmp_path):
+    """Checkpoints written before epochs_per_pass existed lack it; they resume when it keeps the old behaviour."""
+    from gencomp.train.checkpoint import save_checkpoint
+
+    out = tmp_path / "run"
+    train("vaegan", data_dir=None, out_dir=out, overrides=dict(TINY_VAEGAN, steps=3), dataset=AstronautCrops(32),
+          progress=False)
+    state = load_checkpoint(out / "checkpoint.pt")
+    del state["config"]["epochs_per_pass"]
+    save_checkpoint(out / "checkpoint.pt", state)
+    summary = train("vaegan", data_dir=None, out_dir=out, overrides=TINY_VAEGAN, resume=True,
+                    dataset=AstronautCrops(32), progress=False)
+    assert summary["resumed_from_step"] == 3 and summary["step"] == TINY_VAEGAN["steps"]
+    with pytest.raises(ValueError, match="epochs_per_pass"):
+        train("vaegan", data_dir=None, out_dir=out, overrides=dict(TINY_VAEGAN, epochs_per_pass=2), resume=True,
+              dataset=AstronautCrops(32), progress=False)

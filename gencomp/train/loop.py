@@ -68,6 +68,9 @@ SUMMARY_NAME = "train_summary.json"
 MODEL_NAME = "model.pt"
 # Settings that may change between a checkpoint and its resumption (schedules, logging, workers); any other
 # difference means the checkpoint belongs to a different experiment and resuming it would mix the two.
+# Settings added after checkpoints were first written, with the value that reproduces how older code behaved:
+# an older checkpoint lacks them, and must still resume when they have that value.
+ADDED_SETTINGS = {"epochs_per_pass": 1}
 RESUMABLE_CHANGES = {"steps", "encoder_steps", "checkpoint_every", "log_every", "val_every", "val_batches",
                      "num_workers", "threads", "compile", "max_time_s"}
 WARMUP_STEPS = 20  # steps left out of steady_images_per_s (compilation and autotuning happen in them)
@@ -132,15 +135,20 @@ class Runtime:
 
 
 class BatchStream:
-    """Endless batches from an iterable dataset, epoch after epoch, that can restart mid-epoch.
+    """Endless batches from an iterable dataset, pass after pass, that can restart mid-pass.
 
-    ``epoch`` and ``batches`` (delivered in that epoch) are the resume position. The DataLoader gets its own
-    seeded torch.Generator so that creating an iterator never draws from the global RNG (which the checkpoint
-    restores for the training noise).
+    A pass is one DataLoader iteration over ``epochs_per_pass`` epochs (the dataset's ``set_epochs``; 1 needs
+    only ``set_epoch``): more than one keeps the workers running across epoch ends, which matters when epochs
+    are short. ``epoch`` (the pass's first epoch) and ``batches`` (delivered in that pass) are the resume
+    position. The DataLoader gets its own seeded torch.Generator so that creating an iterator never draws from
+    the global RNG (which the checkpoint restores for the training noise).
     """
 
     def __init__(self, dataset, *, batch_size: int, num_workers: int, seed: int, rank: int, epoch: int = 0,
-                 batches: int = 0, pin_memory: bool = False):
+                 batches: int = 0, pin_memory: bool = False, epochs_per_pass: int = 1):
+        if epochs_per_pass > 1 and not hasattr(dataset, "set_epochs"):
+            raise ValueError(f"epochs_per_pass={epochs_per_pass} needs a dataset with set_epochs(first, count)")
+        self.epochs_per_pass = epochs_per_pass
         self.dataset = dataset
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -152,7 +160,9 @@ class BatchStream:
         self._it = None
 
     def _open_epoch(self) -> None:
-        if hasattr(self.dataset, "set_epoch"):
+        if self.epochs_per_pass > 1:
+            self.dataset.set_epochs(self.epoch, self.epochs_per_pass)
+        elif hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(self.epoch)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.rank * 7919 + self.epoch)
         loader = DataLoader(self.dataset, batch_size=self.batch_size, num_workers=self.num_workers,
@@ -160,7 +170,7 @@ class BatchStream:
         self._it = iter(loader)
         for _ in range(self.batches):  # resume: skip what this epoch already delivered
             if next(self._it, None) is None:
-                raise RuntimeError(f"resume: epoch {self.epoch} now holds fewer than {self.batches} batches; "
+                raise RuntimeError(f"resume: the pass from epoch {self.epoch} now holds fewer than {self.batches} batches; "
                                    "the dataset changed since the checkpoint")
 
     def next(self) -> torch.Tensor:
@@ -175,7 +185,7 @@ class BatchStream:
             empty_epochs = empty_epochs + 1 if self.batches == 0 else 0
             if empty_epochs >= 2:
                 raise RuntimeError(f"the training data yields no full batch of {self.batch_size} crops")
-            self.epoch += 1
+            self.epoch += self.epochs_per_pass
             self.batches = 0
             self._it = None
 
@@ -313,7 +323,7 @@ def _resume_state(cfg, out_dir: Path, resume: bool, kind: str, preset: str) -> d
     state = load_checkpoint(path)
     if state.get("kind") != kind:
         raise ValueError(f"{path}: checkpoint is for {state.get('kind')!r}, not {kind!r}")
-    old = state["config"]
+    old = {**ADDED_SETTINGS, **state["config"]}
     changed = sorted(k for k in set(old) | set(cfg) if old.get(k) != cfg.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
         detail = ", ".join(f"{k}: {old.get(k)!r} -> {cfg.get(k)!r}" for k in changed)
@@ -365,7 +375,8 @@ def _restore_position(rt: Runtime, state: dict[str, Any], cfg: dict[str, Any]) -
         restore_rng(ranks[rt.rank]["rng"])
         return ranks[rt.rank]["epoch"], ranks[rt.rank]["batches"]
     seed_everything(cfg["seed"] + 1 + rt.rank + 7919 * state["step"])
-    return ranks[0]["epoch"] + 1, 0  # another world size: start the next epoch with fresh noise
+    # another world size: start the next pass with fresh noise
+    return ranks[0]["epoch"] + cfg["epochs_per_pass"], 0
 
 
 def _finish(out_dir: Path, rt: Runtime, summary: dict[str, Any], *, log, val_note, losses, elapsed: float,
@@ -428,7 +439,8 @@ def _train_gan(cfg, rt: Runtime, preset, data_dir, out_dir, resume, dataset, val
 
     train_ds, val_ds, val_note = _make_datasets(cfg, data_dir, rt, cfg["tile"], dataset, val_dataset)
     stream = BatchStream(train_ds, batch_size=cfg["batch_size"], num_workers=cfg["num_workers"],
-                         seed=cfg["seed"], rank=rt.rank, epoch=epoch, batches=batches, pin_memory=rt.cuda)
+                         seed=cfg["seed"], rank=rt.rank, epoch=epoch, batches=batches, pin_memory=rt.cuda,
+                         epochs_per_pass=cfg["epochs_per_pass"])
     val_batches = _first_batches(val_ds, cfg["batch_size"], cfg["val_batches"]) if rt.is_main else []
     sample_z = torch.randn(32, cfg["latent_dim"], generator=torch.Generator().manual_seed(SAMPLE_SEED))
     log = TrainLogger(out_dir, enabled=rt.is_main, resume_step=step if state is not None else None,
@@ -581,7 +593,8 @@ def _train_vaegan(cfg, rt: Runtime, preset, data_dir, out_dir, resume, dataset, 
 
     train_ds, val_ds, val_note = _make_datasets(cfg, data_dir, rt, cfg["crop"], dataset, val_dataset)
     stream = BatchStream(train_ds, batch_size=cfg["batch_size"], num_workers=cfg["num_workers"],
-                         seed=cfg["seed"], rank=rt.rank, epoch=epoch, batches=batches, pin_memory=rt.cuda)
+                         seed=cfg["seed"], rank=rt.rank, epoch=epoch, batches=batches, pin_memory=rt.cuda,
+                         epochs_per_pass=cfg["epochs_per_pass"])
     val_batches = _first_batches(val_ds, cfg["batch_size"], cfg["val_batches"]) if rt.is_main else []
     log = TrainLogger(out_dir, enabled=rt.is_main, resume_step=step if state is not None else None,
                       total_steps=total, log_every=cfg["log_every"], progress=progress, params=cfg)

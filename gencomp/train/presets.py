@@ -27,6 +27,9 @@ _COMMON = {
     # random crops taken from each decoded image per epoch: decoding dominates a small model's step on CPU
     # (measured ~1 CPU-s/step on the demo corpus with 1 crop per image, PNG sources have no draft decode)
     "crops_per_image": 1,
+    # epochs per DataLoader pass: >1 keeps the loader's workers running across epoch ends (short epochs on a
+    # GPU otherwise stall on every restart); it changes the batch order, so a run cannot change it on resume
+    "epochs_per_pass": 1,
     "grad_clip": 1.0,  # max global grad norm, every optimiser
     "lr_decay": "cosine",  # "cosine" (to lr_min_factor * lr at the end, after warmup) or "none"
     "warmup_steps": 0,
@@ -102,6 +105,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "batch_size": 128,
             # many crops per decoded image: at GPU speed, JPEG decoding (not the model) would bound a step
             "crops_per_image": 8,
+            "epochs_per_pass": 8,  # see _COMMON: a 500-image corpus is 4,000 crops, ~1 s of GPU per epoch
             "tile": 64,
             "latent_dim": 100,
             "g_norm": "batch",
@@ -188,6 +192,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "steps": 200_000,
             "batch_size": 32,
             "crops_per_image": 4,  # see the GAN's gpu preset
+            "epochs_per_pass": 8,
             "crop": 256,
             "max_channels": 28,
             "channel_set": [28, 16, 8, 4, 2],
