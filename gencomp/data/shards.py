@@ -18,8 +18,8 @@ Training reads every image many times, and decoding a 12 MP original for a 64 px
 step: the loader's own ``downscale_to`` (512 by default, the short side too) then has nothing left to do, and
 the shard set is several times smaller. The ``image`` column holds the stored bytes, ``width``/``height``
 their size, and ``sha256`` stays the original file's, so dedupe identity and appends work as before. The
-manifest records the setting, and an append with another setting is
-refused (one shard set never mixes two resolutions). An image that cannot be decoded is skipped with its reason.
+manifest records the setting, and an append with another setting is refused (one shard set never mixes two
+resolutions). An image that cannot be decoded is skipped with its reason.
 
 Crash safety: each shard is written to a hidden temporary name and renamed; the manifest (also written
 atomically) is updated after every shard. A shard file not in the manifest (a crash between the rename and
@@ -255,8 +255,8 @@ def write_shards(
     """Append the kept images of ``clusters_parquet`` that no shard holds yet; return the manifest.
 
     A shard closes at ``target_rows`` rows (when given) or ``target_mb`` MB of image bytes, whichever comes
-    first. ``resize`` (``{"max_short_side": int, "quality": int}`` or None) stores larger images downsized (see
-    the module doc). The returned dict is the manifest plus ``written`` (new shard files), ``removed_stray`` and
+    first. ``resize`` (``{"max_short_side": int, "quality": int}`` or None) stores every image as a JPEG with its
+    short side capped (see the module doc). The returned dict is the manifest plus ``written`` (new shard files), ``removed_stray`` and
     ``skipped`` (rows whose file is missing or no longer matches its sha256, with the reason).
     """
     clusters_parquet, images_dir, out_dir = Path(clusters_parquet), Path(images_dir), Path(out_dir)
