@@ -71,3 +71,14 @@ def test_non_http_start_url_is_refused(tmp_path):
     data["scrape"]["start_urls"] = ["ftp://example.com/"]
     with pytest.raises(ParamsError, match="not http"):
         load_params(_write(tmp_path, data))
+
+
+def test_shard_resize_setting(tmp_path):
+    data = _repo_params()
+    assert load_params(_write(tmp_path, data)).shard.resize is None
+    data["shard"]["resize"] = {"max_short_side": 512}
+    resize = load_params(_write(tmp_path, data)).shard.resize
+    assert resize.model_dump() == {"max_short_side": 512, "quality": 90}
+    data["shard"]["resize"] = {"max_short_side": 8}
+    with pytest.raises(ParamsError, match=r"shard\.resize\.max_short_side"):
+        load_params(_write(tmp_path, data))
