@@ -42,6 +42,12 @@ def _worker(rank: int, port: int, tmp: str) -> None:
                             dataset=AstronautCrops(32, count=8, seed=rank), progress=False)
             results[kind] = {k: summary.get(k) for k in ("weights_sha256", "world_size", "samples_consumed",
                                                           "fingerprint")}
+        # a wall-clock limit that only rank 0 has reached: both ranks must stop at the same step, or the next
+        # collective would hang (the test's timeout would catch that)
+        late = dict(VAEGAN, steps=50, max_time_s=1e-9 if rank == 0 else 1e9)
+        summary = train("vaegan", data_dir=None, out_dir=Path(tmp) / "late", overrides=late,
+                        dataset=AstronautCrops(32, count=8, seed=rank), progress=False)
+        results["late"] = {"step": summary["step"], "stopped_early": summary["stopped_early"]}
         (Path(tmp) / f"rank{rank}.json").write_text(json.dumps(results))
     finally:
         dist.destroy_process_group()
@@ -59,3 +65,4 @@ def test_two_gloo_ranks_agree_on_weights(tmp_path):
         assert r0["fingerprint"] and r1["fingerprint"] is None  # only rank 0 writes files
         assert (tmp_path / kind / "model.pt").is_file() and (tmp_path / kind / "checkpoint.pt").is_file()
         assert len((tmp_path / kind / "metrics.jsonl").read_text().splitlines()) == steps
+    assert ranks[0]["late"] == ranks[1]["late"] == {"step": 1, "stopped_early": True}
