@@ -98,8 +98,8 @@ def shard(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the Parquet shards.")],
     target_mb: Annotated[float, typer.Option(help="Target shard size in MB.")] = 64,
     max_short_side: Annotated[Optional[int], typer.Option(
-        help="Store images whose short side is larger downsized to it, as JPEG (for fast training reads).")] = None,
-    quality: Annotated[int, typer.Option(help="JPEG quality of the downsized images.")] = 90,
+        help="Store every image as JPEG, upright, its short side capped at this (fast training reads).")] = None,
+    quality: Annotated[int, typer.Option(help="JPEG quality of the stored images (with --max-short-side).")] = 90,
 ) -> None:
     """Write the kept images as Parquet shards with a cluster-aware train/val/test split."""
     from gencomp.data.shards import write_shards

@@ -88,7 +88,7 @@ class ShardParams(_Section):
     row_group_rows: int = Field(100, ge=1)
     split: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
     salt: str = "gencomp"
-    resize: ShardResize | None = None  # store larger images downsized (see gencomp.data.shards)
+    resize: ShardResize | None = None  # store every image as JPEG, short side capped (gencomp.data.shards)
 
     @field_validator("split")
     @classmethod
