@@ -78,10 +78,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "cpu-full": {
             **_COMMON,
-            # measured ~1.0 CPU-s/step (widths 24, batch 32): 12.5k steps take ~3.5 CPU-hours
-            "steps": 10_000,
-            "encoder_steps": 2_500,
+            # ~1.1 steps/s with --set threads=2 on an idle 2-core machine (35 images/s; 22 with one thread), so
+            # 6,500 steps take about 1.7 h. The first version (10,000 + 2,500 steps, 1 crop per image) needed
+            # ~4 h here: the 9,601 steps it reached showed sample diversity settled by step 4,000 (BENCHMARKS.md)
+            "steps": 5_000,
+            "encoder_steps": 1_500,
             "batch_size": 32,
+            "crops_per_image": 4,  # 1 crop: the loader's JPEG decoding cost a quarter of the step time
             "tile": 64,
             "latent_dim": 100,
             "g_norm": "batch",
@@ -94,8 +97,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "betas": [0.0, 0.99],
             "ema_decay": 0.999,
             "encoder_latent_weight": 0.1,
-            "checkpoint_every": 1000,
-            "val_every": 2000,
+            "checkpoint_every": 500,
+            "val_every": 1000,
             "num_workers": 1,
         },
         "gpu": {
