@@ -78,11 +78,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "cpu-full": {
             **_COMMON,
-            # ~1.1 steps/s with --set threads=2 on an idle 2-core machine (35 images/s; 22 with one thread), so
-            # 6,500 steps take about 1.7 h. The first version (10,000 + 2,500 steps, 1 crop per image) needed
-            # ~4 h here: the 9,601 steps it reached showed sample diversity settled by step 4,000 (BENCHMARKS.md)
-            "steps": 5_000,
-            "encoder_steps": 1_500,
+            # The recipe of the shipped GAN. Run to its end on 2026-11-26, 5,000 + 1,500 steps with ema_decay
+            # 0.999 (100 min on 2 cores) gave a generator its encoder could not invert (E(G(z)) vs z MSE stayed
+            # ~1.0): 6 Kodak images at 256 px, 100 inversion steps: 15.6 dB against 17.7 dB here (BENCHMARKS.md).
+            # ~1.05 steps/s with --set threads=2 on an idle 2-core machine: about 52 min.
+            "steps": 2_500,
+            "encoder_steps": 700,
             "batch_size": 32,
             "crops_per_image": 4,  # 1 crop: the loader's JPEG decoding cost a quarter of the step time
             "tile": 64,
@@ -95,10 +96,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "lr_d": 4e-4,
             "lr_encoder": 3e-4,
             "betas": [0.0, 0.99],
-            "ema_decay": 0.999,
+            "ema_decay": 0.998,
             "encoder_latent_weight": 0.1,
-            "checkpoint_every": 500,
-            "val_every": 1000,
+            "checkpoint_every": 250,
+            "val_every": 500,
             "num_workers": 1,
         },
         "gpu": {
