@@ -78,10 +78,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "cpu-full": {
             **_COMMON,
-            # The recipe of the shipped GAN. Run to its end on 2026-11-26, 5,000 + 1,500 steps with ema_decay
-            # 0.999 (100 min on 2 cores) gave a generator its encoder could not invert (E(G(z)) vs z MSE stayed
-            # ~1.0): 6 Kodak images at 256 px, 100 inversion steps: 15.6 dB against 17.7 dB here (BENCHMARKS.md).
-            # ~1.05 steps/s with --set threads=2 on an idle 2-core machine: about 52 min.
+            # The settings of the shipped GAN (which was cut at step 2,000 and resumed). Run uninterrupted on
+            # 2026-11-26 they gave 15.4 dB (6 Kodak images at 256 px, 100 inversion steps) against the shipped
+            # 17.7 dB; 5,000 + 1,500 steps with ema 0.999 gave 15.6 dB (BENCHMARKS.md): inversion quality
+            # varies a lot between CPU runs. ~1.05 steps/s with --set threads=2 on 2 idle cores: about 52 min.
             "steps": 2_500,
             "encoder_steps": 700,
             "batch_size": 32,

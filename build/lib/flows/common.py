@@ -1,0 +1,52 @@
+"""What every stage flow shares: reading its params section and running a subprocess into the flow's logs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections import deque
+from pathlib import Path
+
+from prefect import get_run_logger
+
+from gencomp.config import Params, load_params
+
+PARAMS_FILE = Path(os.environ.get("GENCOMP_PARAMS", "params.yaml"))
+
+
+def params() -> Params:
+    """The validated params.yaml of the working directory (GENCOMP_PARAMS overrides the path)."""
+    return load_params(PARAMS_FILE)
+
+
+class StageFailed(RuntimeError):
+    """A stage's subprocess exited non-zero; the message carries the end of its output."""
+
+
+def run_logged(cmd: list[str], *, cwd: str | Path | None = None, env: dict | None = None) -> str:
+    """Run a command, streaming each output line into the Prefect run's logs.
+
+    Returns the last line of output (commands print a JSON summary there). Raises StageFailed with the last
+    lines of output when the command fails, so the flow run fails with the cause in its logs.
+    """
+    logger = get_run_logger()
+    logger.info("running: %s", " ".join(cmd))
+    tail: deque[str] = deque(maxlen=40)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip("\n")
+        tail.append(line)
+        logger.info(line)
+    code = proc.wait()
+    if code != 0:
+        raise StageFailed(f"{cmd[0]} {' '.join(cmd[1:3])}... exited with {code}:\n" + "\n".join(tail))
+    return tail[-1] if tail else ""

@@ -1,0 +1,31 @@
+"""Stage `report`: the poster's tables, RD curves, BD-rates, sample figure and one HTML page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, task
+
+from flows.common import params
+from gencomp.reference import KODAK_REFERENCE_POINTS
+from gencomp.report import build_report
+
+
+@task(name="build-report")
+def report(results: str, out: str, samples: str, dataset: str, reference: bool) -> dict:
+    return build_report(Path(results), Path(out), samples_dir=Path(samples), dataset=dataset,
+                        reference_points=KODAK_REFERENCE_POINTS if reference else None)
+
+
+@flow(name="report", log_prints=True)
+def report_flow() -> dict:
+    p = params()
+    written = report(str(Path(p.evaluate.out) / "results.parquet"), p.report.out,
+                     str(Path(p.evaluate.out) / "samples"), p.report.dataset,
+                     p.report.reference_points and p.report.dataset == "kodak")
+    print(f"report written: {written}")
+    return written
+
+
+if __name__ == "__main__":
+    report_flow()

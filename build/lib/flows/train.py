@@ -1,0 +1,95 @@
+"""Flows `train-gan` and `train-vaegan`.
+
+Two ways in, one training code path:
+- `dvc repro` runs `python -m flows.train_gan` / `flows.train_vaegan`: the flow trains with the preset named in
+  params.yaml and writes the stage's outputs.
+- A Prefect deployment (`prefect deployment run train-vaegan/demo`) runs the same flow with ``via_dvc=True``:
+  the flow writes the preset and overrides into params.yaml (comments kept), then runs `dvc exp run <stage>`,
+  so the parameters land in params.yaml, the outputs in DVC's cache and the lineage in dvc.lock, exactly as for `dvc repro`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from prefect import flow, task
+
+from flows.common import params, run_logged
+from gencomp.config import load_params
+
+
+@task(name="train")
+def train_task(kind: str, data_dir: str, out_dir: str, preset: str, overrides: dict) -> dict:
+    from gencomp.train.loop import train
+
+    return train(kind, data_dir=Path(data_dir), out_dir=Path(out_dir), preset=preset,
+                 overrides=overrides, resume=False, progress=sys.stdout.isatty())
+
+
+def write_params(updates: dict[str, object], path=None) -> None:
+    """Set dotted keys of params.yaml in place, keeping its comments and layout (ruamel round-trip), so a
+    deployment run leaves a params.yaml a person can still read, and DVC sees exactly what changed."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
+
+    from flows.common import PARAMS_FILE
+
+    path = path or PARAMS_FILE
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.width = 4096  # never fold the long one-line grid entries
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.representer.add_representer(
+        type(None), lambda rep, _: rep.represent_scalar("tag:yaml.org,2002:null", "null"))
+    data = yaml.load(path.read_text())
+    for dotted, value in updates.items():
+        *parents, leaf = dotted.split(".")
+        node = data
+        for key in parents:
+            node = node[key]
+        if isinstance(value, dict):  # written inline, like the `overrides: {}` it replaces
+            value = CommentedMap(value)
+            value.fa.set_flow_style()
+        node[leaf] = value
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w") as fh:
+        yaml.dump(data, fh)
+    try:
+        load_params(tmp)  # an invalid value is refused before params.yaml is touched
+    except Exception:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(path)
+
+
+@task(name="dvc-exp-run")
+def dvc_exp_run(stage: str, updates: dict) -> str:
+    write_params(updates)
+    # `dvc exp run` records the run as an experiment and applies its outputs and dvc.lock to the workspace
+    return run_logged(["dvc", "exp", "run", stage])
+
+
+def _train(kind: str, preset: str | None, overrides: dict | None, via_dvc: bool) -> dict:
+    section = f"train_{kind}"
+    if via_dvc:
+        updates: dict[str, object] = {f"{section}.overrides": dict(overrides or {})}
+        if preset is not None:
+            updates[f"{section}.preset"] = preset
+        return {"dvc": dvc_exp_run(section, updates)}
+    p = getattr(params(), section)
+    if preset is not None or overrides:
+        raise ValueError("preset/overrides are deployment parameters; under dvc repro they come from params.yaml")
+    summary = train_task(kind, params().shard.out, p.out, p.preset, dict(p.overrides))
+    print(f"train {kind} summary: {summary}")
+    return summary
+
+
+@flow(name="train-gan", log_prints=True)
+def train_gan_flow(preset: str | None = None, overrides: dict | None = None, via_dvc: bool = False) -> dict:
+    return _train("gan", preset, overrides, via_dvc)
+
+
+@flow(name="train-vaegan", log_prints=True)
+def train_vaegan_flow(preset: str | None = None, overrides: dict | None = None, via_dvc: bool = False) -> dict:
+    return _train("vaegan", preset, overrides, via_dvc)

@@ -1,0 +1,2 @@
+"""gencomp: generative image compression research pipeline."""
+__version__ = "0.1.0"

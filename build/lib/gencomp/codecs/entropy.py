@@ -1,0 +1,258 @@
+"""Entropy coding of integer arrays with ``constriction`` (ANS), plus fixed-length bit packing.
+
+Two model families:
+
+- a quantized Gaussian with a mean and standard deviation per symbol (pass arrays that broadcast to the
+  symbols' shape, e.g. ``(C, 1, 1)`` for per-channel parameters of a ``(C, H, W)`` latent, or scalars for
+  GAN ``z`` under N(0, 1) after dividing by the quantization step);
+- a categorical table over the symbol range (one table for all symbols, or one per symbol).
+
+Both code symbols in a bounded range ``[low, high]`` and escape anything outside it, so no value is ever
+clipped: the two edge symbols ``low`` and ``high`` mean "at or beyond this edge" and are followed by the
+excess ``low - v`` or ``v - high`` (>= 0), coded in the same ANS stream as a 6-bit length and 16-bit chunks
+under uniform models. Values inside the range cost exactly what the model says; escapes cost the edge
+symbol plus 6 bits plus the excess's bit length rounded up to 16. Choose the range wide enough (several
+standard deviations) that escapes are rare.
+
+The bitstream is the ANS coder's 32-bit words in little-endian order. Decoding checks that the coder is
+exactly empty at the end, which catches a stream with data left over (truncated, padded, or decoded with a
+model that spends fewer bits) with :class:`EntropyDecodeError`. It cannot catch a model that spends *more*
+bits (the ANS decoder then reads past the end as zeros): integrity is the container's job (CRC32, and the
+model fingerprint that pins the prior), so no check symbols are spent on it here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import constriction
+
+# constriction is a compiled extension whose submodules are attributes, not importable modules.
+AnsCoder = constriction.stream.stack.AnsCoder
+Categorical = constriction.stream.model.Categorical
+QuantizedGaussian = constriction.stream.model.QuantizedGaussian
+Uniform = constriction.stream.model.Uniform
+
+MIN_STD = 1e-6  # a std of 0 is not a distribution; both sides clamp identically
+_LENGTH_ALPHABET = 64  # escape excess bit lengths 0..63
+_CHUNK_BITS = 16
+_MAX_SYMBOL = (1 << 31) - 1
+
+
+class EntropyDecodeError(ValueError):
+    """The bitstream does not decode under the given model (corrupt data or the wrong model)."""
+
+
+# -- escapes --------------------------------------------------------------------------------------------
+
+
+def _split_escapes(symbols: np.ndarray, low: int, high: int) -> tuple[np.ndarray, np.ndarray]:
+    """In-range symbols (edges mark escapes) and the non-negative excess of every edge symbol, in order."""
+    values = np.asarray(symbols, dtype=np.int64).ravel()
+    if values.size and np.abs(values).max() > _MAX_SYMBOL:
+        raise ValueError(f"symbols must lie within +-{_MAX_SYMBOL}")
+    coded = np.clip(values, low, high)
+    edge = (values <= low) | (values >= high)
+    excess = np.where(values <= low, low - values, values - high)[edge]
+    return coded.astype(np.int32), excess.astype(np.uint64)
+
+
+def _encode_excess(coder: AnsCoder, excess: np.ndarray) -> None:
+    if excess.size == 0:
+        return
+    lengths = np.array([int(e).bit_length() for e in excess], dtype=np.int32)
+    chunks = []
+    for value, length in zip(excess.tolist(), lengths.tolist()):
+        for shift in range(0, length, _CHUNK_BITS):
+            chunks.append((value >> shift) & ((1 << _CHUNK_BITS) - 1))
+    # A stack: push what the decoder reads last first.
+    if chunks:
+        coder.encode_reverse(np.array(chunks, dtype=np.int32), Uniform(1 << _CHUNK_BITS))
+    coder.encode_reverse(lengths, Uniform(_LENGTH_ALPHABET))
+
+
+def _decode_excess(coder: AnsCoder, count: int) -> np.ndarray:
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    lengths = coder.decode(Uniform(_LENGTH_ALPHABET), count)
+    n_chunks = [-(-int(length) // _CHUNK_BITS) for length in lengths]
+    total = sum(n_chunks)
+    chunks = coder.decode(Uniform(1 << _CHUNK_BITS), total).tolist() if total else []
+    out = np.empty(count, dtype=np.int64)
+    pos = 0
+    for i, (length, n) in enumerate(zip(lengths.tolist(), n_chunks)):
+        value = 0
+        for j in range(n):
+            value |= int(chunks[pos + j]) << (_CHUNK_BITS * j)
+        pos += n
+        if value.bit_length() != length or value > _MAX_SYMBOL:
+            raise EntropyDecodeError(f"escape value {value} does not match its coded bit length {length}")
+        out[i] = value
+    return out
+
+
+def _join_escapes(coded: np.ndarray, excess: np.ndarray, low: int, high: int) -> np.ndarray:
+    values = coded.astype(np.int64)
+    edge = np.flatnonzero((values == low) | (values == high))
+    at_low = values[edge] == low
+    values[edge] = np.where(at_low, low - excess, high + excess)
+    return values
+
+
+def _check_range(low: int, high: int) -> None:
+    if not (-_MAX_SYMBOL <= low < high <= _MAX_SYMBOL):
+        raise ValueError(f"symbol range [{low}, {high}] must satisfy low < high within 31 bits")
+
+
+def _words_to_bytes(coder: AnsCoder) -> bytes:
+    return coder.get_compressed().astype("<u4").tobytes()
+
+
+def _coder_from_bytes(data: bytes) -> AnsCoder:
+    if len(data) % 4:
+        raise EntropyDecodeError(f"ANS bitstream length {len(data)} is not a multiple of 4 bytes")
+    words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+    try:
+        return AnsCoder(words)
+    except Exception as exc:  # constriction rejects e.g. a stream ending in a zero word
+        raise EntropyDecodeError(f"invalid ANS bitstream: {exc}") from exc
+
+
+def _finish(coder: AnsCoder) -> None:
+    if not coder.is_empty():
+        raise EntropyDecodeError("ANS bitstream has data left after decoding: corrupt or decoded with another model")
+
+
+def _broadcast(name: str, value, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        return np.broadcast_to(np.asarray(value, dtype=np.float64), shape).ravel()
+    except ValueError:
+        raise ValueError(f"{name} of shape {np.shape(value)} does not broadcast to symbols of shape {shape}") from None
+
+
+# -- quantized Gaussian ---------------------------------------------------------------------------------
+
+
+def encode_gaussian(symbols: np.ndarray, *, mean, std, low: int, high: int) -> bytes:
+    """Code integer ``symbols`` under N(mean, std) quantized to integer bins, escaping values outside
+    ``[low, high]``. ``mean`` and ``std`` (in symbol units) broadcast to ``symbols.shape``."""
+    _check_range(low, high)
+    symbols = np.asarray(symbols)
+    if not np.issubdtype(symbols.dtype, np.integer):
+        raise TypeError(f"symbols must be integers, got {symbols.dtype}")
+    means = _broadcast("mean", mean, symbols.shape)
+    stds = np.maximum(_broadcast("std", std, symbols.shape), MIN_STD)
+    if not (np.isfinite(means).all() and np.isfinite(stds).all()):
+        raise ValueError("mean and std must be finite")
+    coded, excess = _split_escapes(symbols, low, high)
+    coder = AnsCoder()
+    _encode_excess(coder, excess)
+    if coded.size:
+        coder.encode_reverse(coded, QuantizedGaussian(low, high), means, stds)
+    return _words_to_bytes(coder)
+
+
+def decode_gaussian(data: bytes, *, shape: tuple[int, ...], mean, std, low: int, high: int) -> np.ndarray:
+    """Inverse of :func:`encode_gaussian`; returns int64 symbols of ``shape``."""
+    _check_range(low, high)
+    shape = tuple(int(s) for s in shape)
+    means = _broadcast("mean", mean, shape)
+    stds = np.maximum(_broadcast("std", std, shape), MIN_STD)
+    coder = _coder_from_bytes(data)
+    if means.size:
+        coded = coder.decode(QuantizedGaussian(low, high), means, stds)
+    else:
+        coded = np.zeros(0, dtype=np.int32)
+    return _decode_rest(coder, coded, low, high).reshape(shape)
+
+
+# -- categorical ----------------------------------------------------------------------------------------
+
+
+def _tables(probabilities, n_symbols: int, low: int, high: int) -> np.ndarray:
+    table = np.asarray(probabilities, dtype=np.float64)
+    width = high - low + 1
+    if table.shape[-1] != width:
+        raise ValueError(f"probability table has {table.shape[-1]} entries, the range [{low}, {high}] needs {width}")
+    if not (np.isfinite(table).all() and (table >= 0).all()):
+        raise ValueError("probabilities must be finite and non-negative")
+    if table.ndim == 1:
+        return table
+    table = table.reshape(-1, width)
+    if table.shape[0] != n_symbols:
+        raise ValueError(f"{table.shape[0]} probability tables for {n_symbols} symbols")
+    return table
+
+
+def encode_categorical(symbols: np.ndarray, *, probabilities, low: int) -> bytes:
+    """Code integer ``symbols`` under a table over ``[low, low + len(table) - 1]`` (zero entries are still
+    codable), escaping values outside. ``probabilities`` is one table ``(n,)`` or one per symbol
+    ``(*symbols.shape, n)``."""
+    symbols = np.asarray(symbols)
+    if not np.issubdtype(symbols.dtype, np.integer):
+        raise TypeError(f"symbols must be integers, got {symbols.dtype}")
+    high = low + np.shape(probabilities)[-1] - 1
+    _check_range(low, high)
+    table = _tables(probabilities, symbols.size, low, high)
+    coded, excess = _split_escapes(symbols, low, high)
+    coder = AnsCoder()
+    _encode_excess(coder, excess)
+    if coded.size:
+        shifted = (coded - low).astype(np.int32)
+        if table.ndim == 1:
+            coder.encode_reverse(shifted, Categorical(table, perfect=False))
+        else:
+            coder.encode_reverse(shifted, Categorical(perfect=False), table)
+    return _words_to_bytes(coder)
+
+
+def decode_categorical(data: bytes, *, shape: tuple[int, ...], probabilities, low: int) -> np.ndarray:
+    """Inverse of :func:`encode_categorical`; returns int64 symbols of ``shape``."""
+    shape = tuple(int(s) for s in shape)
+    count = int(np.prod(shape, dtype=np.int64))
+    high = low + np.shape(probabilities)[-1] - 1
+    _check_range(low, high)
+    table = _tables(probabilities, count, low, high)
+    coder = _coder_from_bytes(data)
+    if count == 0:
+        coded = np.zeros(0, dtype=np.int32)
+    elif table.ndim == 1:
+        coded = coder.decode(Categorical(table, perfect=False), count)
+    else:
+        coded = coder.decode(Categorical(perfect=False), table)
+    coded = coded.astype(np.int64) + low
+    return _decode_rest(coder, coded, low, high).reshape(shape)
+
+
+def _decode_rest(coder: AnsCoder, coded: np.ndarray, low: int, high: int) -> np.ndarray:
+    coded = np.asarray(coded, dtype=np.int64)
+    n_escapes = int(np.count_nonzero((coded == low) | (coded == high)))
+    excess = _decode_excess(coder, n_escapes)
+    _finish(coder)
+    return _join_escapes(coded, excess, low, high)
+
+
+# -- fixed-length packing -------------------------------------------------------------------------------
+
+
+def pack_uint(values: np.ndarray, bits: int) -> bytes:
+    """Pack non-negative integers below ``2**bits`` into ``ceil(len * bits / 8)`` bytes, MSB first."""
+    if not 1 <= bits <= 32:
+        raise ValueError(f"bits must be 1..32, got {bits}")
+    values = np.asarray(values, dtype=np.int64).ravel()
+    if values.size and (values.min() < 0 or values.max() >= 1 << bits):
+        raise ValueError(f"values must lie in [0, {(1 << bits) - 1}] for {bits}-bit packing")
+    shifts = np.arange(bits - 1, -1, -1, dtype=np.int64)
+    bit_matrix = ((values[:, None] >> shifts) & 1).astype(np.uint8)
+    return np.packbits(bit_matrix.ravel()).tobytes()
+
+
+def unpack_uint(data: bytes, *, count: int, bits: int) -> np.ndarray:
+    """Inverse of :func:`pack_uint`; ``data`` must be exactly the packed length."""
+    if not 1 <= bits <= 32:
+        raise ValueError(f"bits must be 1..32, got {bits}")
+    expected = -(-count * bits // 8)
+    if len(data) != expected:
+        raise EntropyDecodeError(f"{count} values of {bits} bits need {expected} bytes, got {len(data)}")
+    bit_array = np.unpackbits(np.frombuffer(data, dtype=np.uint8))[: count * bits].reshape(count, bits)
+    weights = (1 << np.arange(bits - 1, -1, -1, dtype=np.int64))
+    return bit_array.astype(np.int64) @ weights

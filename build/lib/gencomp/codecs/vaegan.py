@@ -1,0 +1,182 @@
+"""Approach 2, "vaegan": store the VAE-GAN's latent (its first ``channels`` channels) for the whole image.
+
+Encoding reflect-pads the image to a multiple of the model's ``downsample``, takes the posterior mean ``mu``
+(N, max_channels, H/d, W/d), keeps the first C channels (the switchable model orders channels by
+importance) and stores them as:
+
+- ``storage="entropy"``: symbols ``round(mu / quant_step)`` entropy-coded with constriction under the
+  model's per-channel discretised Gaussian prior (``prior.channel_params()``, in symbol units); symbols
+  beyond 8 prior standard deviations are escaped, never clipped;
+- ``storage="raw"``: the poster's storage, ``raw_bits`` = 32 (float32) or 16 (float16) per latent value,
+  unquantized (the rows of the poster's Table 2).
+
+Decoding rebuilds the latent (symbols x quant_step, or the floats), runs the decoder with ``channels=C``,
+and crops the padding away. The header records C and the storage; quant_step and downsample come from the
+model, which the header's fingerprint pins. "vaegan-c28" ... "vaegan-c2" are the same codec with C fixed.
+
+Rate control without retraining: ``quant_scale`` s multiplies the model's latent step (symbols
+``round(mu / (quant_step * s))``, the prior's mean and scale divided by s to stay in symbol units). s < 1
+spends more bits for a more faithful latent, s > 1 fewer; one model then traces a rate-distortion curve at
+each C, as in variable-rate learned codecs that scale the quantizer (e.g. Choi et al. 2019 use a learned
+version of this). A model is best at the s it was trained for (1); the header stores s (key "q") when it is
+not 1, and a file without it decodes with s = 1.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gencomp.codecs.base import DEVICE_PARAM, ModelCodec, Param, register
+from gencomp.codecs.container import CorruptPayload, MalformedHeader, pack
+from gencomp.codecs.entropy import EntropyDecodeError, decode_gaussian, encode_gaussian
+from gencomp.codecs.tiling import pad_to_multiple
+
+_STORAGE_CODES = {"entropy": 0, "raw16": 16, "raw32": 32}  # header field "s"
+_PRIOR_SIGMAS = 8.0  # coded symbol range around the prior means, in prior standard deviations
+_MAX_ALPHABET = 1 << 20
+QUANT_SCALE_RANGE = (0.05, 20.0)
+
+
+class VAEGANCodec(ModelCodec):
+    name = "vaegan"
+    family = "vaegan"
+    codec_id = 32
+    bitstream = "vaegan"
+    model_kind = "vaegan"
+    fixed_channels: ClassVar[int | None] = None
+    params = (
+        Param("model", "path", None, "VAE-GAN model file (default: $GENCOMP_VAEGAN_MODEL or models/vaegan/model.pt)"),
+        Param("channels", "int", None, "latent channels kept, one of the model's channel_set (default: the largest)"),
+        Param("storage", "str", "entropy", "entropy: quantized + entropy-coded; raw: the poster's float latent",
+              ("entropy", "raw")),
+        Param("raw_bits", "int", 32, "bits per latent value with storage=raw", (16, 32)),
+        Param("quant_scale", "float", 1.0, "multiplies the latent step: < 1 more bits and quality, > 1 fewer"),
+        DEVICE_PARAM,
+    )
+
+    def __init__(self, **settings):
+        super().__init__(**settings)
+        low, high = QUANT_SCALE_RANGE
+        scale = float(np.float32(self.settings["quant_scale"]))  # the header stores float32: use that value
+        if not low <= scale <= high:
+            raise ValueError(f"codec {self.name!r}: quant_scale must be in [{low}, {high}], got {scale}")
+        if scale != 1.0 and self.settings["storage"] == "raw":
+            raise ValueError(f"codec {self.name!r}: quant_scale applies to storage=entropy, not raw")
+        self.settings["quant_scale"] = scale
+
+    @property
+    def channels(self) -> int:
+        """The channel count to encode with, checked against the model."""
+        cfg = self.loaded.config["model"]
+        channel_set = sorted(int(c) for c in cfg["channel_set"])
+        channels = self.fixed_channels or self.settings.get("channels") or channel_set[-1]
+        if channels not in channel_set:
+            raise ValueError(
+                f"codec {self.name!r}: the model at {self.loaded.path} was trained for channels {channel_set}, not {channels}"
+            )
+        return channels
+
+    def _prior(self, channels: int, quant_step: float, quant_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, int, int]:
+        mean, scale = self.loaded.prior.channel_params()
+        mean, scale = mean[:channels] / quant_scale, scale[:channels] / quant_scale
+        low = int(np.floor((mean - _PRIOR_SIGMAS * scale).min())) - 1
+        high = int(np.ceil((mean + _PRIOR_SIGMAS * scale).max())) + 1
+        if high - low > _MAX_ALPHABET:
+            raise ValueError(f"prior range [{low}, {high}] is too wide to entropy-code (quant_step {quant_step})")
+        return mean.reshape(-1, 1, 1), scale.reshape(-1, 1, 1), low, high
+
+    def _latent_shape(self, width: int, height: int, channels: int) -> tuple[int, int, int]:
+        d = int(self.loaded.config["model"]["downsample"])
+        return channels, -(-height // d), -(-width // d)
+
+    def encode(self, image: Image.Image) -> bytes:
+        image = self.check_rgb(image)
+        channels = self.channels
+        quant_step = self.loaded.quant_step
+        d = int(self.loaded.config["model"]["downsample"])
+        padded = pad_to_multiple(np.asarray(image, dtype=np.float32) / 255.0, d)
+        x = torch.from_numpy(np.ascontiguousarray(padded)).permute(2, 0, 1).unsqueeze(0).to(self.device)
+        with torch.no_grad():
+            mu = self.loaded.model.encode(x)[0, :channels].cpu().numpy().astype(np.float64)
+        params = {"c": channels}
+        if self.settings["storage"] == "entropy":
+            quant_scale = self.settings["quant_scale"]
+            mean, scale, low, high = self._prior(channels, quant_step, quant_scale)
+            symbols = np.round(mu / (quant_step * quant_scale)).astype(np.int64)
+            payload = encode_gaussian(symbols, mean=mean, std=scale, low=low, high=high)
+            storage = _STORAGE_CODES["entropy"]
+            if quant_scale != 1.0:
+                params["q"] = quant_scale
+        else:
+            bits = self.settings["raw_bits"]
+            payload = mu.astype("<f4" if bits == 32 else "<f2").tobytes()
+            storage = _STORAGE_CODES[f"raw{bits}"]
+        return pack(
+            codec_id=self.codec_id, width=image.width, height=image.height, payload=payload,
+            fingerprint=self.fingerprint, params={**params, "s": storage},
+        )
+
+    def latent_from_container(self, data: bytes) -> tuple[np.ndarray, int, tuple[int, int]]:
+        """(latent (C, h, w) float32 as the decoder sees it, C, (width, height)) of a ``.gcz`` file."""
+        container = self.open_container(data)
+        self.check_fingerprint(container)
+        channels, storage = container.params.get("c"), container.params.get("s")
+        max_channels = int(self.loaded.config["model"]["max_channels"])
+        quant_scale = container.params.get("q", 1.0)
+        if not (isinstance(channels, int) and 1 <= channels <= max_channels and storage in _STORAGE_CODES.values()
+                and isinstance(quant_scale, float) and QUANT_SCALE_RANGE[0] <= quant_scale <= QUANT_SCALE_RANGE[1]
+                and (storage == 0 or "q" not in container.params)):
+            raise MalformedHeader(f"invalid vaegan parameters {container.params}")
+        shape = self._latent_shape(container.width, container.height, channels)
+        count = int(np.prod(shape))
+        if storage == 0:
+            mean, scale, low, high = self._prior(channels, self.loaded.quant_step, quant_scale)
+            try:
+                symbols = decode_gaussian(container.payload, shape=shape, mean=mean, std=scale, low=low, high=high)
+            except EntropyDecodeError as exc:
+                raise CorruptPayload(f"latent bitstream does not decode: {exc}") from exc
+            latent = (symbols * (self.loaded.quant_step * quant_scale)).astype(np.float32)
+        else:
+            size = storage // 8
+            if len(container.payload) != count * size:
+                raise CorruptPayload(f"payload has {len(container.payload)} bytes, {count} float{storage} values need {count * size}")
+            latent = np.frombuffer(container.payload, dtype="<f4" if storage == 32 else "<f2").astype(np.float32)
+            if not np.isfinite(latent).all():
+                raise CorruptPayload("latent contains NaN or infinity")
+            latent = latent.reshape(shape)
+        return latent, channels, (container.width, container.height)
+
+    def decode_latent(self, latent: np.ndarray, *, channels: int, width: int, height: int) -> Image.Image:
+        """Run the decoder on a (C, h, w) latent and crop to ``width`` x ``height``."""
+        with torch.no_grad():
+            y = torch.from_numpy(np.ascontiguousarray(latent)).unsqueeze(0).to(self.device)
+            x = self.loaded.model.decode(y, channels=channels)
+        pixels = np.clip(x[0].permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(np.ascontiguousarray(pixels[:height, :width]), "RGB")
+
+    def decode(self, data: bytes) -> Image.Image:
+        latent, channels, (width, height) = self.latent_from_container(data)
+        return self.decode_latent(latent, channels=channels, width=width, height=height)
+
+
+register(VAEGANCodec)
+
+# One codec name per row of the poster's Table 2; the same bitstream, channels fixed.
+for _channels, _codec_id in ((28, 33), (16, 34), (8, 35), (4, 36), (2, 37)):
+    register(
+        type(
+            f"VAEGANC{_channels}Codec",
+            (VAEGANCodec,),
+            {
+                "name": f"vaegan-c{_channels}",
+                "codec_id": _codec_id,
+                "fixed_channels": _channels,
+                "params": tuple(p for p in VAEGANCodec.params if p.name != "channels"),
+                "__doc__": f"The VAE-GAN codec with {_channels} latent channels.",
+            },
+        )
+    )

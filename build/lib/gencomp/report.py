@@ -1,0 +1,603 @@
+"""Reports from evaluation results: the poster's tables, an extended table, RD curves, BD-rates, a sample
+figure, metrics for ``dvc metrics`` / plot data for ``dvc plots``, and one self-contained HTML page.
+
+Aggregation (one dataset, one row per grid cell, failed units left out and counted):
+- SSIM, PSNR, MS-SSIM, bpp, bytes, encode/decode time: arithmetic mean over images (PSNR averaged in dB, as
+  CompressAI and most papers do);
+- CR = 24 / mean bpp: the ratio of total raw to total compressed bits for equal-size images. (The mean of
+  per-image ratios would be dominated by the few images that compress best.)
+- MS-SSIM in dB on the RD plot = -10 log10(1 - mean MS-SSIM).
+
+Output is deterministic: the same results give byte-identical Markdown, CSV and JSON (fixed decimals, sorted
+keys), and PNGs are written without matplotlib's version stamp. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gencomp.atomic import write_bytes_atomic
+from gencomp.bdrate import MIN_POINTS, NoOverlapError, bd_quality, bd_rate
+from gencomp.metrics import ms_ssim_db
+
+POSTER_TABLES = ("table1", "table2")
+DEFAULT_ANCHORS = ("jpeg", "webp", "avif")
+CLASSICAL_CODECS = frozenset({"jpeg", "webp", "avif", "jxl", "png", "bpg"})
+REQUIRED_COLUMNS = ("dataset", "image", "codec", "label", "group", "tables", "bytes", "bpp", "psnr", "ssim",
+                    "ms_ssim", "enc_ms", "dec_ms", "error")  # fmt: skip
+PNG_METADATA = {"Software": None}
+FIGURE_DPI = 100
+ORIGINAL_SAMPLE_NAME = "original"
+
+
+# ---------------------------------------------------------------- sample file layout (shared with evaluate)
+
+
+def slugify(label: str) -> str:
+    """File-name form of a label: lower case, runs of anything but [a-z0-9] become '-'."""
+    slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
+    return slug or "cell"
+
+
+def safe_name(name: str) -> str:
+    """``name`` itself when it is a plain file name, else its slug (ids like 'a/b' must not nest folders)."""
+    return name if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) and ".." not in name else slugify(name)
+
+
+def sample_folder(samples_dir: str | Path, dataset: str, image: str) -> Path:
+    """Where the sample reconstructions of one image live: ``samples_dir/<dataset>/<image>/``."""
+    return Path(samples_dir) / safe_name(dataset) / safe_name(image)
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def _fmt(value: Any, decimals: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return "n/a"
+    value = float(value)
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    text = f"{value:.{decimals}f}"
+    return "0" + text[2:] if text.startswith("-0") and float(text) == 0 else text  # no "-0.00"
+
+
+def _json_number(value: Any, digits: int = 6) -> float | int | None:
+    if value is None or value is pd.NA:
+        return None
+    value = float(value)
+    if not math.isfinite(value):
+        return None  # JSON has no inf / NaN; dvc metrics reads null as missing
+    rounded = round(value, digits)
+    return int(rounded) if rounded.is_integer() and abs(rounded) < 1e15 else rounded
+
+
+def _csv(header: Sequence[str], rows: Iterable[Sequence[str]]) -> bytes:
+    buffer = io.StringIO()
+    frame = pd.DataFrame([list(r) for r in rows], columns=list(header), dtype=object)
+    frame.to_csv(buffer, index=False, lineterminator="\n")
+    return buffer.getvalue().encode()
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = [
+        "| " + " | ".join(_md_cell(h) for h in header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+_NUMBER = re.compile(r"^-?(\d+(\.\d*)?|inf)$|^n/a")
+
+
+def _html_cell(value: Any) -> str:
+    text = str(value)
+    css = ' class="num"' if _NUMBER.match(text) else ""
+    return f"<td{css}>{html.escape(text)}</td>"
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(_html_cell(c) for c in row) + "</tr>\n" for row in rows)
+    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}</tbody>\n</table>\n"
+
+
+def _tables_of(value: Any) -> tuple[str, ...]:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ()
+    if isinstance(value, str):
+        return tuple(t.strip() for t in value.split(",") if t.strip())
+    return tuple(str(t) for t in value)
+
+
+# ---------------------------------------------------------------- aggregation
+
+
+def load_results(results: pd.DataFrame | str | Path) -> pd.DataFrame:
+    """The results frame (a DataFrame or a Parquet/CSV path), checked for the columns reports need."""
+    if isinstance(results, (str, Path)):
+        path = Path(results)
+        if not path.exists():
+            raise FileNotFoundError(f"results file {path} does not exist")
+        frame = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+    elif isinstance(results, pd.DataFrame):
+        frame = results.copy()
+    else:
+        raise TypeError(f"results must be a DataFrame or a path, got {type(results).__name__}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"results lack column(s) {missing}")
+    if "cell" not in frame.columns:  # spec order: order of first appearance
+        frame["cell"] = pd.factorize(frame["label"])[0]
+    if "family" not in frame.columns:
+        frame["family"] = ""
+    return frame
+
+
+def _is_classical(codec: str, family: Any) -> bool:
+    if isinstance(family, str) and family:
+        return family == "classical"
+    return codec in CLASSICAL_CODECS
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, cell): means over the images that did not fail (module docstring)."""
+    frame = load_results(results)
+    ok = frame["error"].isna() | (frame["error"].astype(str) == "")
+    numeric = ["ssim", "psnr", "ms_ssim", "bpp", "bytes", "enc_ms", "dec_ms"]
+    rows = []
+    for (dataset, cell), part in frame.groupby(["dataset", "cell"], sort=True):
+        good = part[ok.loc[part.index]]
+        first = part.iloc[0]
+        row = {
+            "dataset": str(dataset),
+            "cell": int(cell),
+            "label": str(first["label"]),
+            "group": str(first["group"]),
+            "codec": str(first["codec"]),
+            "classical": _is_classical(str(first["codec"]), first["family"]),
+            "tables": _tables_of(first["tables"]),
+            "n_images": len(good),
+            "n_failed": int(len(part) - len(good)),
+        }
+        for column in numeric:
+            values = pd.to_numeric(good[column], errors="coerce").astype("float64").to_numpy()
+            row[column] = float(np.mean(values)) if len(values) and not np.isnan(values).any() else math.nan
+        row["cr"] = 24.0 / row["bpp"] if row["bpp"] > 0 else (math.inf if row["bpp"] == 0 else math.nan)
+        row["ms_ssim_db"] = ms_ssim_db(row["ms_ssim"]) if not math.isnan(row["ms_ssim"]) else math.nan
+        rows.append(row)
+    columns = ["dataset", "cell", "label", "group", "codec", "classical", "tables", "n_images", "n_failed",
+               *numeric, "cr", "ms_ssim_db"]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
+
+
+def choose_dataset(results: pd.DataFrame, dataset: str | None) -> str:
+    names = sorted(str(d) for d in results["dataset"].unique())
+    if not names:
+        raise ValueError("results are empty: nothing to report")
+    if dataset is not None:
+        if dataset not in names:
+            raise ValueError(f"dataset {dataset!r} is not in the results (have {names})")
+        return dataset
+    return "kodak" if "kodak" in names else names[0]
+
+
+# ---------------------------------------------------------------- tables
+
+POSTER_HEADER = ("Method", "SSIM", "PSNR", "CR")
+EXTENDED_HEADER = ("dataset", "Method", "group", "codec", "SSIM", "PSNR", "MS-SSIM", "bpp", "bytes", "CR",
+                   "enc ms", "dec ms", "n images", "failed")  # fmt: skip
+BD_HEADER = ("dataset", "curve", "kind", "anchor", "method", "points", "BD-rate PSNR %", "BD-PSNR dB",
+             "BD-rate MS-SSIM %", "BD-MS-SSIM dB", "note")  # fmt: skip
+
+
+def poster_rows(summary: pd.DataFrame, dataset: str, table: str) -> list[list[str]]:
+    part = summary[(summary["dataset"] == dataset) & summary["tables"].map(lambda t: table in t)]
+    return [
+        [r.label, _fmt(r.ssim, 4), _fmt(r.psnr, 2), _fmt(r.cr, 1)]
+        for r in part.sort_values("cell").itertuples()
+    ]
+
+
+def _poster_markdown(table: str, dataset: str, summary: pd.DataFrame, rows: list[list[str]]) -> str:
+    part = summary[(summary["dataset"] == dataset) & summary["tables"].map(lambda t: table in t)]
+    counts = sorted(set(part["n_images"].tolist()))
+    failed = int(part["n_failed"].sum())
+    title = f"# {table.capitalize().replace('Table', 'Table ')}: dataset `{dataset}`"
+    lines = [title, ""]
+    lines.append(
+        _markdown_table(POSTER_HEADER, rows) if rows else f"No grid cell lists {table!r} in its tables.\n"
+    )
+    images = ", ".join(str(c) for c in counts) if counts else "0"
+    lines.append(
+        f"Means over {images} image(s) of `{dataset}`. SSIM and PSNR (dB, RGB, peak 255): mean of per-image "
+        "values. CR = 24 / mean bpp, bpp from the complete file (container header included)."
+    )
+    if failed:
+        lines.append(f" {failed} failed unit(s) left out; see extended.md.")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def extended_rows(summary: pd.DataFrame) -> list[list[str]]:
+    rows = []
+    for r in summary.sort_values(["dataset", "cell"]).itertuples():
+        rows.append([
+            r.dataset, r.label, r.group, r.codec, _fmt(r.ssim, 4), _fmt(r.psnr, 2), _fmt(r.ms_ssim, 4),
+            _fmt(r.bpp, 4), _fmt(r.bytes, 1), _fmt(r.cr, 1), _fmt(r.enc_ms, 1), _fmt(r.dec_ms, 1),
+            str(r.n_images), str(r.n_failed),
+        ])  # fmt: skip
+    return rows
+
+
+def metrics_json(summary: pd.DataFrame, dataset: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"dataset": dataset}
+    part = summary[summary["dataset"] == dataset]
+    for table in POSTER_TABLES:
+        rows = part[part["tables"].map(lambda t, name=table: name in t)].sort_values("cell")
+        out[table] = {
+            r.label: {"ssim": _json_number(r.ssim), "psnr": _json_number(r.psnr), "cr": _json_number(r.cr)}
+            for r in rows.itertuples()
+        }
+    return out
+
+
+# ---------------------------------------------------------------- RD curves and BD-rate
+
+
+def rd_points(summary: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """Per-cell mean points of one dataset, ordered by group (first cell) and bpp."""
+    part = summary[(summary["dataset"] == dataset) & summary["bpp"].map(lambda v: math.isfinite(v) and v > 0)]
+    part = part.copy()
+    part["group_order"] = part.groupby("group")["cell"].transform("min")
+    return part.sort_values(["group_order", "bpp", "cell"]).reset_index(drop=True)
+
+
+def rd_csv_rows(points: pd.DataFrame, dataset: str) -> list[list[str]]:
+    return [
+        [dataset, r.group, r.label, _fmt(r.bpp, 6), _fmt(r.psnr, 4), _fmt(r.ms_ssim_db, 4)]
+        for r in points.itertuples()
+    ]
+
+
+def _curve(points: pd.DataFrame, quality: str) -> tuple[np.ndarray, np.ndarray]:
+    keep = points[np.isfinite(points[quality].to_numpy(dtype=float))]
+    return keep["bpp"].to_numpy(dtype=float), keep[quality].to_numpy(dtype=float)
+
+
+def _bd_pair(anchor: pd.DataFrame, test: pd.DataFrame, quality: str) -> tuple[str, str, str, str]:
+    """(method, BD-rate %, BD-quality dB, note) for one quality axis."""
+    ra, qa = _curve(anchor, quality)
+    rt, qt = _curve(test, quality)
+    n = min(len(ra), len(rt))
+    if n < MIN_POINTS["pchip"]:
+        return "", "n/a", "n/a", f"n/a (too few points: {len(rt)} vs {len(ra)})"
+    method = "cubic" if n >= MIN_POINTS["cubic"] else "pchip"
+    try:
+        rate = bd_rate(ra, qa, rt, qt, method=method)
+    except NoOverlapError:
+        return method, "n/a (no overlap)", "n/a", "n/a (no overlap)"
+    except ValueError as exc:
+        return method, "n/a", "n/a", f"n/a ({exc})"
+    try:
+        quality_delta = _fmt(bd_quality(ra, qa, rt, qt, method=method), 3)
+    except ValueError:
+        quality_delta = "n/a (no overlap)"
+    return method, _fmt(rate, 2), quality_delta, ""
+
+
+def _anchor_group(points: pd.DataFrame, groups: list[str], anchor: str) -> str | None:
+    """The anchor codec's longest classical curve (its sweep, not a single table point)."""
+    candidates = [
+        g
+        for g in groups
+        if (points[points["group"] == g]["codec"] == anchor).all()
+        and points[points["group"] == g]["classical"].all()
+    ]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda g: (int((points["group"] == g).sum()), -groups.index(g)))
+
+
+def bdrate_rows(points: pd.DataFrame, dataset: str, anchors: Sequence[str]) -> list[list[str]]:
+    """Our curves against each anchor; then, as context, the other classical curves against the anchors."""
+    groups = list(dict.fromkeys(points["group"]))
+    size = {g: int((points["group"] == g).sum()) for g in groups}
+    ours = [g for g in groups if not points[points["group"] == g]["classical"].all()]
+    anchor_groups = {a: _anchor_group(points, groups, a) for a in anchors}
+    classical = [g for g in groups if g not in ours and size[g] >= MIN_POINTS["pchip"]]
+    rows = []
+    for kind, curves in (("ours", ours), ("classical", classical)):
+        for group in curves:
+            test = points[points["group"] == group]
+            for anchor, anchor_group in anchor_groups.items():
+                if anchor_group == group:
+                    continue
+                if anchor_group is None:
+                    if kind == "ours":
+                        rows.append([dataset, group, kind, anchor, "", str(len(test)), "n/a", "n/a", "n/a", "n/a",
+                                     f"n/a (no {anchor} curve)"])  # fmt: skip
+                    continue
+                ref = points[points["group"] == anchor_group]
+                m1, rate_psnr, d_psnr, note1 = _bd_pair(ref, test, "psnr")
+                m2, rate_ms, d_ms, note2 = _bd_pair(ref, test, "ms_ssim_db")
+                notes = "; ".join(dict.fromkeys(n for n in (note1, note2) if n))
+                rows.append([dataset, group, kind, anchor_group, m1 or m2, f"{len(test)} vs {len(ref)}", rate_psnr,
+                             d_psnr, rate_ms, d_ms, notes])  # fmt: skip
+    return rows
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _png_bytes(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(
+        buffer, format="png", dpi=FIGURE_DPI, metadata=PNG_METADATA, bbox_inches="tight", pad_inches=0.1
+    )
+    return buffer.getvalue()
+
+
+def _new_figure(width: float, height: float):
+    # Figure + Agg canvas directly: no pyplot global state, safe from worker threads
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height))
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def rd_figure_png(points: pd.DataFrame, quality: str, *, dataset: str, reference_points=None) -> bytes:
+    """PSNR (quality='psnr') or MS-SSIM dB (quality='ms_ssim_db') against bpp, one line per group."""
+    figure = _new_figure(7.5, 5.0)
+    axes = figure.add_subplot(1, 1, 1)
+    colors = [f"C{i % 10}" for i in range(64)]
+    markers = "osD^v<>px*h"
+    groups = list(dict.fromkeys(points["group"]))
+    all_bpp = list(points["bpp"])
+    for i, group in enumerate(groups):
+        curve = points[points["group"] == group]
+        curve = curve[np.isfinite(curve[quality].to_numpy(dtype=float))]
+        if curve.empty:
+            continue
+        classical = bool(curve["classical"].all())
+        axes.plot(
+            curve["bpp"], curve[quality], linestyle="--" if classical else "-", marker=markers[i % len(markers)],
+            color=colors[i % len(colors)], label=group, linewidth=1.5, markersize=5,
+        )  # fmt: skip
+    for k, ref in enumerate(reference_points or []):
+        key = "psnr" if quality == "psnr" else "ms_ssim"
+        if ref.get(key) is None or ref.get("bpp") is None:
+            continue
+        y = float(ref[key]) if quality == "psnr" else ms_ssim_db(float(ref[key]))
+        axes.plot([ref["bpp"]], [y], linestyle="none", marker="X", color="black", markersize=7)
+        axes.annotate(
+            str(ref.get("name", "")),
+            (ref["bpp"], y),
+            textcoords="offset points",
+            xytext=(6, 10 * (k % 3) - 10),  # staggered: published points sit close together
+            fontsize=7,
+        )
+        all_bpp.append(float(ref["bpp"]))
+    positive = [b for b in all_bpp if b > 0]
+    if positive and max(positive) / min(positive) > 20:
+        axes.set_xscale("log")  # generative codecs sit orders of magnitude below the classical ones
+    axes.set_xlabel("bits per pixel")
+    axes.set_ylabel("PSNR (dB, RGB)" if quality == "psnr" else "MS-SSIM (dB) = -10 log10(1 - MS-SSIM)")
+    axes.set_title(f"Rate-distortion on {dataset}: {'PSNR' if quality == 'psnr' else 'MS-SSIM'}")
+    axes.grid(True, which="both", alpha=0.3)
+    if groups:
+        axes.legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    return _png_bytes(figure)
+
+
+def _sample_panels(summary, results, dataset, samples_dir, sample_image):
+    """(title, path) for the original and each table1/table2 cell that has a reconstruction on disk."""
+    root = Path(samples_dir) / safe_name(dataset)
+    if not root.is_dir():
+        return None, []
+    frame = results[results["dataset"] == dataset]
+    images = sorted(dict.fromkeys(str(i) for i in frame["image"]))
+    by_folder = {safe_name(i): i for i in images}
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name in by_folder)
+    if sample_image is not None:
+        folders = [safe_name(sample_image)] if safe_name(sample_image) in folders else []
+    if not folders:
+        return None, []
+    folder, image = root / folders[0], by_folder[folders[0]]
+    part = summary[summary["dataset"] == dataset].sort_values("cell")
+    chosen = part[part["tables"].map(lambda t: any(name in t for name in POSTER_TABLES))]
+    if chosen.empty:
+        chosen = part
+    rows_of_image = frame[frame["image"] == image].set_index("label")
+    panels = (
+        [("Original", folder / f"{ORIGINAL_SAMPLE_NAME}.png")]
+        if (folder / f"{ORIGINAL_SAMPLE_NAME}.png").exists()
+        else []
+    )
+    for r in chosen.itertuples():
+        path = folder / f"{slugify(r.label)}.png"
+        if not path.exists():
+            continue
+        cr = rows_of_image["cr"].get(r.label) if "cr" in rows_of_image.columns else None
+        if cr is None or (isinstance(cr, float) and math.isnan(cr)):
+            bpp = rows_of_image["bpp"].get(r.label)
+            cr = 24.0 / bpp if bpp else math.nan
+        panels.append((f"{r.label}\nCR {_fmt(cr, 1)}", path))
+    return image, panels
+
+
+def samples_figure_png(panels: Sequence[tuple[str, Path]], *, dataset: str, image: str) -> bytes:
+    from matplotlib.image import imread
+
+    columns = min(4, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    first = imread(panels[0][1])
+    aspect = first.shape[0] / first.shape[1]
+    figure = _new_figure(4.0 * columns, 4.0 * aspect * rows + 0.6 * rows + 0.4)
+    for k, (title, path) in enumerate(panels):
+        axes = figure.add_subplot(rows, columns, k + 1)
+        axes.imshow(imread(path), interpolation="antialiased")
+        axes.set_title(title, fontsize=8)
+        axes.set_axis_off()
+    figure.suptitle(f"{dataset} / {image}", fontsize=10)
+    figure.tight_layout()
+    return _png_bytes(figure)
+
+
+# ---------------------------------------------------------------- HTML
+
+HTML_STYLE = """
+body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #eee; }
+img { max-width: 100%; height: auto; display: block; margin: 0.5em 0 1.5em; }
+p.note { color: #555; font-size: 0.85em; }
+"""
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def render_html(*, title: str, dataset: str, sections: Sequence[tuple[str, str]]) -> str:
+    body = "".join(
+        f"<section>\n<h2>{html.escape(heading)}</h2>\n{content}</section>\n" for heading, content in sections
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n<style>{HTML_STYLE}</style>\n</head>\n<body>\n"
+        f"<h1>{html.escape(title)}</h1>\n<p>Tables and curves on dataset <code>{html.escape(dataset)}</code>.</p>\n"
+        f"{body}</body>\n</html>\n"
+    )
+
+
+def _img_tag(png: bytes, alt: str) -> str:
+    return f'<img src="{_data_uri(png)}" alt="{html.escape(alt)}">\n'
+
+
+# ---------------------------------------------------------------- the report
+
+
+def build_report(
+    results: pd.DataFrame | str | Path,
+    out_dir: str | Path,
+    *,
+    samples_dir: str | Path | None = None,
+    reference_points: Sequence[Mapping[str, Any]] | None = None,
+    title: str = "gencomp evaluation report",
+    dataset: str | None = None,
+    anchors: Sequence[str] = DEFAULT_ANCHORS,
+    sample_image: str | None = None,
+) -> dict[str, Path]:
+    """Write every report file into ``out_dir``; returns ``{name: path}`` of what was written.
+
+    ``dataset`` picks the dataset of the poster tables, RD curves, BD-rates and samples (default: 'kodak' if
+    present, else the first by name); the extended table covers all datasets. ``reference_points`` are
+    published numbers drawn as labelled markers: dicts with name, bpp, psnr, ms_ssim (optional), source.
+    ``samples_dir`` is the folder :func:`gencomp.evaluate.run_grid` wrote; without it (or without samples of
+    the dataset) no samples.png is written. ``sample_image`` picks the image (default: the first by name).
+    """
+    frame = load_results(results)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = choose_dataset(frame, dataset)
+    summary = summarize(frame)
+    written: dict[str, Path] = {}
+
+    def write(name: str, data: bytes | str) -> None:
+        path = out / name
+        write_bytes_atomic(path, data.encode() if isinstance(data, str) else data)
+        written[name] = path
+
+    sections: list[tuple[str, str]] = []
+    for table in POSTER_TABLES:
+        rows = poster_rows(summary, dataset, table)
+        write(f"{table}.csv", _csv(POSTER_HEADER, rows))
+        write(f"{table}.md", _poster_markdown(table, dataset, summary, rows))
+        note = f'<p class="note">Dataset {html.escape(dataset)}; means over images; CR = 24 / mean bpp.</p>\n'
+        sections.append(
+            (
+                table.capitalize().replace("Table", "Table "),
+                (_html_table(POSTER_HEADER, rows) if rows else "<p>No cells.</p>\n") + note,
+            )
+        )
+
+    ext = extended_rows(summary)
+    write("extended.csv", _csv(EXTENDED_HEADER, ext))
+    write("extended.md", "# Extended results (all datasets)\n\n" + _markdown_table(EXTENDED_HEADER, ext))
+    write("metrics.json", json.dumps(metrics_json(summary, dataset), indent=2, sort_keys=True) + "\n")
+
+    points = rd_points(summary, dataset)
+    write(
+        "rd.csv",
+        _csv(("dataset", "group", "label", "bpp", "psnr", "ms_ssim_db"), rd_csv_rows(points, dataset)),
+    )
+    refs = [dict(r) for r in reference_points or []]
+    rd_psnr = rd_figure_png(points, "psnr", dataset=dataset, reference_points=refs)
+    rd_ms = rd_figure_png(points, "ms_ssim_db", dataset=dataset, reference_points=refs)
+    write("rd_psnr.png", rd_psnr)
+    write("rd_msssim.png", rd_ms)
+    ref_note = ""
+    if refs:
+        ref_rows = [[str(r.get("name", "")), _fmt(r.get("bpp"), 3), _fmt(r.get("psnr"), 2), _fmt(r.get("ms_ssim"), 3),
+                     str(r.get("source", ""))] for r in refs]  # fmt: skip
+        ref_note = "<p>Reference points (published, drawn as black crosses):</p>\n" + _html_table(
+            ("name", "bpp", "PSNR", "MS-SSIM", "source"), ref_rows
+        )
+    sections.append(
+        (
+            "Rate-distortion curves",
+            _img_tag(rd_psnr, "RD curve, PSNR") + _img_tag(rd_ms, "RD curve, MS-SSIM") + ref_note,
+        )
+    )
+
+    bd = bdrate_rows(points, dataset, anchors)
+    write("bdrate.csv", _csv(BD_HEADER, bd))
+    bd_intro = (f"# BD-rate on `{dataset}`\n\nOur curves (kind 'ours'), then the other classical curves for context, "
+                "against the classical anchors over the overlapping range; "
+                "negative BD-rate = fewer bits for the same quality. Method: cubic fit with 4+ points per curve, "
+                "else piecewise cubic (pchip).\n\n")  # fmt: skip
+    write(
+        "bdrate.md",
+        bd_intro
+        + (_markdown_table(BD_HEADER, bd) if bd else "No curves with two or more points in the results.\n"),
+    )
+    sections.append(
+        (
+            "BD-rate",
+            _html_table(BD_HEADER, bd)
+            if bd
+            else "<p>No curves with two or more points in the results.</p>\n",
+        )
+    )
+
+    if samples_dir is not None:
+        image, panels = _sample_panels(summary, frame, dataset, samples_dir, sample_image)
+        if panels:
+            samples_png = samples_figure_png(panels, dataset=dataset, image=image)
+            write("samples.png", samples_png)
+            sections.append(("Samples", _img_tag(samples_png, f"samples of {image}")))
+
+    sections.append(("Extended results", _html_table(EXTENDED_HEADER, ext)))
+    write("index.html", render_html(title=title, dataset=dataset, sections=sections))
+    return written

@@ -1,0 +1,146 @@
+"""Downloader middlewares: no redirect leaves allowed_domains, and retries back off honouring Retry-After."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from urllib.parse import urljoin
+
+from scrapy.downloadermiddlewares.retry import RetryMiddleware
+from scrapy.exceptions import IgnoreRequest
+from scrapy.utils.asyncio import sleep
+from scrapy.utils.response import response_status_message
+
+from scraper.extract import host_in_domains
+
+logger = logging.getLogger(__name__)
+
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+
+class OffsiteRedirect(IgnoreRequest):
+    """The server redirected to a host outside the spider's allowed_domains; the redirect was not followed."""
+
+    def __init__(self, location: str):
+        super().__init__(f"redirect to offsite URL {location}")
+        self.location = location
+
+
+class OffsiteRedirectMiddleware:
+    """Refuse redirects that leave ``spider.allowed_domains`` before RedirectMiddleware follows them.
+
+    Must sit above RedirectMiddleware (600) in DOWNLOADER_MIDDLEWARES: responses pass middlewares from high
+    to low numbers, so this sees the 3xx first. Raising :class:`OffsiteRedirect` sends the request to its
+    errback, which records the row; Scrapy's own OffsiteMiddleware would drop it under a generic reason.
+    """
+
+    def __init__(self, crawler):
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler):
+        return cls(crawler)
+
+    def process_response(self, request, response):
+        if response.status not in REDIRECT_STATUSES or b"Location" not in response.headers:
+            return response
+        location = response.headers[b"Location"].decode("latin-1").strip()
+        if location.startswith("//"):
+            location = request.url.split(":", 1)[0] + ":" + location
+        target = urljoin(request.url, location)
+        domains = getattr(self.crawler.spider, "allowed_domains", None) or ()
+        if domains and not host_in_domains(target, domains):
+            raise OffsiteRedirect(target)
+        return response
+
+
+class MaxImagesReached(IgnoreRequest):
+    """The crawl stored --max-images images; queued image requests are dropped without being tried."""
+
+
+class MaxImagesMiddleware:
+    """Stop queued image requests once the spider's ``stop_scheduling`` flag is set (``--max-images``).
+
+    Closing the spider cancels the scheduler's queue only gradually, and every image downloaded meanwhile would
+    still be validated and stored; this keeps the overshoot to the downloads already in flight.
+    """
+
+    def __init__(self, crawler):
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler):
+        return cls(crawler)
+
+    def process_request(self, request):
+        if "image_url" in request.meta and getattr(self.crawler.spider, "stop_scheduling", False):
+            raise MaxImagesReached("--max-images reached")
+        return None
+
+
+def parse_retry_after(value: bytes | str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None when absent or invalid."""
+    if value is None:
+        return None
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    text = text.strip()
+    if not text:
+        return None
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    now = now or datetime.now(timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+class BackoffRetryMiddleware(RetryMiddleware):
+    """RetryMiddleware that waits before each retry: Retry-After when the server sends one, else exponential
+    backoff (``GENCOMP_RETRY_BACKOFF_BASE * 2**attempt``, capped at ``GENCOMP_RETRY_BACKOFF_MAX``).
+
+    A Retry-After longer than ``GENCOMP_RETRY_AFTER_MAX`` seconds gives up at once: the response goes to the
+    spider and is recorded (e.g. http_429) rather than stalling the crawl. Waiting happens in the middleware,
+    so the request keeps its place in the downloader and the domain is not hammered meanwhile.
+    """
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.backoff_base = settings.getfloat("GENCOMP_RETRY_BACKOFF_BASE", 1.0)
+        self.backoff_max = settings.getfloat("GENCOMP_RETRY_BACKOFF_MAX", 30.0)
+        self.retry_after_max = settings.getfloat("GENCOMP_RETRY_AFTER_MAX", 120.0)
+
+    def backoff_delay(self, request) -> float:
+        attempt = request.meta.get("retry_times", 0)
+        return min(self.backoff_max, self.backoff_base * (2**attempt))
+
+    async def process_response(self, request, response):
+        if request.meta.get("dont_retry", False) or response.status not in self.retry_http_codes:
+            return response
+        retry_after = parse_retry_after(response.headers.get(b"Retry-After"))
+        if retry_after is not None and retry_after > self.retry_after_max:
+            logger.info(
+                "Not retrying %s: Retry-After %.0f s exceeds GENCOMP_RETRY_AFTER_MAX %.0f s",
+                request, retry_after, self.retry_after_max,
+            )
+            return response
+        delay = retry_after if retry_after is not None else self.backoff_delay(request)
+        retry_request = self._retry(request, response_status_message(response.status))
+        if retry_request is None:
+            return response
+        if delay > 0:
+            await sleep(delay)
+        return retry_request
+
+    async def process_exception(self, request, exception):
+        if not isinstance(exception, self.exceptions_to_retry) or request.meta.get("dont_retry", False):
+            return None
+        delay = self.backoff_delay(request)
+        retry_request = self._retry(request, exception)
+        if retry_request is not None and delay > 0:
+            await sleep(delay)
+        return retry_request

@@ -1,0 +1,1 @@
+"""Spiders of the gencomp crawler: ``images`` (scraper.spiders.images.ImagesSpider)."""
