@@ -1,2 +1,0 @@
-"""gencomp: generative image compression research pipeline."""
-__version__ = "0.1.0"

@@ -1,1 +1,0 @@
-"""Spiders of the gencomp crawler: ``images`` (scraper.spiders.images.ImagesSpider)."""
