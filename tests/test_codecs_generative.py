@@ -254,7 +254,7 @@ def _decode_directly(vaegan_path, latent: torch.Tensor, channels: int, size: tup
 @pytest.mark.parametrize("channels", [4, 2])
 def test_entropy_storage_equals_decoding_the_rounded_latent(vaegan_path, channels):
     image = _photo(22, 13)  # padded to 24 x 16
-    codec = get_codec("vaegan", model=vaegan_path, channels=channels)
+    codec = get_codec("vaegan", model=vaegan_path, channels=channels, refine_steps=0)
     data = codec.encode(image)
     assert inspect(data)["params"] == {"c": channels, "s": 0}
     mu = _latent_directly(vaegan_path, image, channels)
@@ -269,7 +269,7 @@ def test_quant_scale_trades_rate_for_fidelity(vaegan_path):
     mu = _latent_directly(vaegan_path, image, 4)
     sizes, errors = [], []
     for scale in (0.25, 1.0, 4.0):
-        codec = get_codec("vaegan", model=vaegan_path, channels=4, quant_scale=scale)
+        codec = get_codec("vaegan", model=vaegan_path, channels=4, quant_scale=scale, refine_steps=0)
         data = codec.encode(image)
         params = inspect(data)["params"]
         assert params.get("q", 1.0) == scale and ("q" in params) == (scale != 1.0)  # s = 1 writes nothing new
@@ -301,7 +301,7 @@ def test_quant_scale_in_a_header_is_validated(vaegan_path):
 @pytest.mark.parametrize("raw_bits,dtype", [(32, torch.float32), (16, torch.float16)])
 def test_raw_storage(vaegan_path, raw_bits, dtype):
     image = _photo(16, 16)
-    data = get_codec("vaegan", model=vaegan_path, storage="raw", raw_bits=raw_bits).encode(image)
+    data = get_codec("vaegan", model=vaegan_path, storage="raw", raw_bits=raw_bits, refine_steps=0).encode(image)
     assert len(unpack(data).payload) == 4 * 4 * 4 * raw_bits // 8  # 4 channels x 4 x 4 latent
     mu = _latent_directly(vaegan_path, image, 4)
     expected = _decode_directly(vaegan_path, mu.to(dtype), 4, image.size)

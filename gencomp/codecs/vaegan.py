@@ -33,12 +33,17 @@ from PIL import Image
 from gencomp.codecs.base import DEVICE_PARAM, ModelCodec, Param, register
 from gencomp.codecs.container import CorruptPayload, MalformedHeader, pack
 from gencomp.codecs.entropy import EntropyDecodeError, decode_gaussian, encode_gaussian
+from gencomp.codecs.refine import refine_latent
 from gencomp.codecs.tiling import pad_to_multiple
 
 _STORAGE_CODES = {"entropy": 0, "raw16": 16, "raw32": 32}  # header field "s"
 _PRIOR_SIGMAS = 8.0  # coded symbol range around the prior means, in prior standard deviations
 _MAX_ALPHABET = 1 << 20
 QUANT_SCALE_RANGE = (0.05, 20.0)
+# Chosen from the refinement benchmark (BENCHMARKS.md): most of the gain comes in the first steps.
+DEFAULT_REFINE_STEPS = 20
+DEFAULT_REFINE_LAMBDA = 0.006
+MAX_REFINE_STEPS = 10_000
 
 
 class VAEGANCodec(ModelCodec):
@@ -55,6 +60,10 @@ class VAEGANCodec(ModelCodec):
               ("entropy", "raw")),
         Param("raw_bits", "int", 32, "bits per latent value with storage=raw", (16, 32)),
         Param("quant_scale", "float", 1.0, "multiplies the latent step: < 1 more bits and quality, > 1 fewer"),
+        Param("refine_steps", "int", DEFAULT_REFINE_STEPS,
+              "Adam steps refining the encoder's latent for this image (0: the encoder's latent as is)"),
+        Param("refine_lambda", "float", DEFAULT_REFINE_LAMBDA,
+              "rate weight of the refinement: MSE + lambda * quant_scale^2 * bpp (storage=entropy)"),
         DEVICE_PARAM,
     )
 
@@ -67,6 +76,11 @@ class VAEGANCodec(ModelCodec):
         if scale != 1.0 and self.settings["storage"] == "raw":
             raise ValueError(f"codec {self.name!r}: quant_scale applies to storage=entropy, not raw")
         self.settings["quant_scale"] = scale
+        if not 0 <= self.settings["refine_steps"] <= MAX_REFINE_STEPS:
+            raise ValueError(f"codec {self.name!r}: refine_steps must be in [0, {MAX_REFINE_STEPS}], "
+                             f"got {self.settings['refine_steps']}")
+        if not self.settings["refine_lambda"] > 0:
+            raise ValueError(f"codec {self.name!r}: refine_lambda must be > 0, got {self.settings['refine_lambda']}")
 
     @property
     def channels(self) -> int:
@@ -101,24 +115,50 @@ class VAEGANCodec(ModelCodec):
         padded = pad_to_multiple(np.asarray(image, dtype=np.float32) / 255.0, d)
         x = torch.from_numpy(np.ascontiguousarray(padded)).permute(2, 0, 1).unsqueeze(0).to(self.device)
         with torch.no_grad():
-            mu = self.loaded.model.encode(x)[0, :channels].cpu().numpy().astype(np.float64)
+            mu = self.loaded.model.encode(x)[:, :channels]
         params = {"c": channels}
         if self.settings["storage"] == "entropy":
             quant_scale = self.settings["quant_scale"]
+            step = quant_step * quant_scale
+            symbols = self._refine(mu / step, x, image, step=step, quant_scale=quant_scale)
+            symbols = symbols[0].cpu().numpy().astype(np.int64)
             mean, scale, low, high = self._prior(channels, quant_step, quant_scale)
-            symbols = np.round(mu / (quant_step * quant_scale)).astype(np.int64)
             payload = encode_gaussian(symbols, mean=mean, std=scale, low=low, high=high)
             storage = _STORAGE_CODES["entropy"]
             if quant_scale != 1.0:
                 params["q"] = quant_scale
         else:
+            latent = self._refine(mu, x, image, step=None, quant_scale=1.0)[0].cpu().numpy().astype(np.float64)
             bits = self.settings["raw_bits"]
-            payload = mu.astype("<f4" if bits == 32 else "<f2").tobytes()
+            payload = latent.astype("<f4" if bits == 32 else "<f2").tobytes()
             storage = _STORAGE_CODES[f"raw{bits}"]
         return pack(
             codec_id=self.codec_id, width=image.width, height=image.height, payload=payload,
             fingerprint=self.fingerprint, params={**params, "s": storage},
         )
+
+    def _refine(self, latent: torch.Tensor, x: torch.Tensor, image: Image.Image, *, step: float | None,
+                quant_scale: float) -> torch.Tensor:
+        """The latent to store: symbols (``step`` given) or floats, refined for this image when asked to."""
+        steps = self.settings["refine_steps"]
+        if steps == 0:
+            return torch.round(latent) if step is not None else latent
+        model, prior = self.loaded.model, self.loaded.prior
+        channels = latent.shape[1]
+        height, width = image.height, image.width
+        scale = 1.0 if step is None else step
+
+        def decode(y: torch.Tensor) -> torch.Tensor:
+            return model.decode(y * scale, channels=channels)[..., :height, :width]
+
+        def bits(y: torch.Tensor) -> torch.Tensor:
+            return prior.bits(y, quant_scale)
+
+        result = refine_latent(
+            latent, x[..., :height, :width], decode=decode, bits=bits if step is not None else None,
+            steps=steps, lam=self.settings["refine_lambda"] * quant_scale**2,
+        )
+        return result.latent
 
     def latent_from_container(self, data: bytes) -> tuple[np.ndarray, int, tuple[int, int]]:
         """(latent (C, h, w) float32 as the decoder sees it, C, (width, height)) of a ``.gcz`` file."""

@@ -55,26 +55,27 @@ class GaussianChannelPrior(nn.Module):
         scale = np.array([max(math.exp(v), SCALE_MIN) for v in log_scale.tolist()], dtype=np.float64)
         return mean, scale
 
-    def likelihood(self, y_hat: torch.Tensor) -> torch.Tensor:
+    def likelihood(self, y_hat: torch.Tensor, quant_scale: float = 1.0) -> torch.Tensor:
         """Probability of each symbol; ``y_hat`` is (N, C', H, W) with C' <= channels (the first C' channels).
 
         Takes rounded symbols at inference, or noisy reals (mu + uniform noise) during training. The result has
-        the shape of ``y_hat``, floored at 1e-9.
+        the shape of ``y_hat``, floored at 1e-9. ``quant_scale`` s: symbols of a step s times the model's, whose
+        mean and scale are the prior's divided by s (the codec's rate control).
         """
         c = y_hat.shape[1]
         if c > self.channels:
             raise ValueError(f"latent has {c} channels, the prior covers {self.channels}")
-        mean = self.mean[:c].view(1, c, 1, 1).to(y_hat.dtype)
-        scale = self.scale()[:c].view(1, c, 1, 1).to(y_hat.dtype)
+        mean = self.mean[:c].view(1, c, 1, 1).to(y_hat.dtype) / quant_scale
+        scale = self.scale()[:c].view(1, c, 1, 1).to(y_hat.dtype) / quant_scale
         # Upper and lower bin edges mirrored to the left tail, where erfc has precision (CompressAI trick).
         centred = (y_hat - mean).abs()
         upper = _std_normal_cdf((0.5 - centred) / scale)
         lower = _std_normal_cdf((-0.5 - centred) / scale)
         return (upper - lower).clamp(min=LIKELIHOOD_MIN)
 
-    def bits(self, y_hat: torch.Tensor) -> torch.Tensor:
+    def bits(self, y_hat: torch.Tensor, quant_scale: float = 1.0) -> torch.Tensor:
         """Total information content, in bits, of ``y_hat`` under the prior (a scalar tensor)."""
-        return -torch.log2(self.likelihood(y_hat)).sum()
+        return -torch.log2(self.likelihood(y_hat, quant_scale)).sum()
 
     @torch.no_grad()
     def fit(self, count: torch.Tensor, total: torch.Tensor, total_sq: torch.Tensor) -> None:
