@@ -126,6 +126,7 @@ def test_two_processes_fetch_every_image_once(tmp_path, redis_url):
             cmd = build_command(
                 out=out, start_urls=[site.base_url + "/index.html"], depth=1, download_delay=0, timeout=10,
                 retries=1, workers=1, concurrency_per_domain=2, redis_url=url, redis_key=redis_key, worker_id=worker, idle_timeout=5,
+                allowed_networks=["127.0.0.1/32"],
             )
             procs[worker] = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         results = {w: p.communicate(timeout=120) for w, p in procs.items()}
