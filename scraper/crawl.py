@@ -211,8 +211,11 @@ def _field_check(name: str, convert=str):
 
     def check(text: str):
         value = convert(text)
+        # Only this field is checked here: a stand-in start URL keeps the rules that tie it to other fields
+        # (redis_url needs start URLs) from firing; main() checks the combination.
+        others = {} if name == "start_urls" else {"start_urls": ["http://example.invalid/"]}
         try:
-            checked = ScrapeParams.model_validate({name: [value] if _is_list(name) else value})
+            checked = ScrapeParams.model_validate({**others, name: [value] if _is_list(name) else value})
         except ValidationError as exc:
             raise argparse.ArgumentTypeError("; ".join(e["msg"] for e in exc.errors())) from None
         result = getattr(checked, name)
