@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -104,7 +103,8 @@ def scrape(
         fail("give START_URLs or --demo-site, not both")
     values = dict(
         out=str(out), start_urls=list(start_urls or []), allowed_domains=list(allowed_domain or []), depth=depth,
-        max_images=max_images, min_width=min_width, min_height=min_height, concurrency_per_domain=concurrency_per_domain,
+        max_images=max_images, min_width=min_width, min_height=min_height,
+        concurrency_per_domain=concurrency_per_domain,
         download_delay=download_delay, user_agent=user_agent, timeout_s=timeout, retries=retries,
         max_bytes=max_bytes, max_pixels=max_pixels, workers=workers, allow_private_addresses=allow_private,
         allowed_networks=list(allow_network or []),

@@ -333,3 +333,66 @@ def test_default_refuses_loopback_start_url(tmp_path):
     assert manifest[["kind", "status"]].values.tolist() == [["page", "blocked_private_address"]]
     assert "127.0.0.1 is loopback" in manifest["error"].iloc[0]
     assert jail_log.read_text() == ""
+
+
+# -- the middlewares, one request at a time ---------------------------------------------------------------------
+
+
+def _guard_crawler(**settings):
+    from types import SimpleNamespace
+
+    from scrapy.settings import Settings
+
+    spider = SimpleNamespace(origins=OriginPolicy(["http://site.test:8000/"], ["10.0.0.9", "cdn.example.com"]))
+    return SimpleNamespace(spider=spider, settings=Settings({"GENCOMP_ALLOWED_NETWORKS": [], **settings}))
+
+
+@pytest.mark.parametrize(
+    "url, status",
+    [
+        ("http://site.test:8000/a.jpg", None),
+        ("http://img.cdn.example.com/a.jpg", None),  # host names are checked when connecting (the resolver)
+        ("http://site.test:8001/a.jpg", "blocked_origin"),  # e.g. a request injected into a shared queue
+        ("http://169.254.169.254/latest/", "blocked_origin"),
+        ("http://10.0.0.9/a.jpg", "blocked_private_address"),  # listed, but a private literal address
+    ],
+)
+def test_origin_guard_checks_every_request(url, status):
+    from scrapy import Request
+
+    from scraper.middlewares import OriginGuardMiddleware
+    from scraper.spiders.images import classify_failure
+
+    guard = OriginGuardMiddleware(_guard_crawler())
+    if status is None:
+        assert guard.process_request(Request(url)) is None
+        return
+    with pytest.raises(Exception) as refused:
+        guard.process_request(Request(url))
+    assert classify_failure(refused.value)[0] == status
+
+
+def test_refused_resolution_is_named_and_not_retried():
+    from scrapy import Request
+    from scrapy.exceptions import CannotResolveHostError
+
+    from scraper.middlewares import BlockedAddress, RefusedAddressMiddleware
+    from scraper.spiders.images import classify_failure
+
+    GuardedGetaddrinfo(AddressPolicy.build(), {"evil.test": "10.0.0.5"})("evil.test", 80)
+    middleware = RefusedAddressMiddleware()
+    with pytest.raises(BlockedAddress) as refused:
+        middleware.process_exception(Request("http://evil.test/x.jpg"), CannotResolveHostError("no results"))
+    assert classify_failure(refused.value)[0] == "blocked_private_address"
+    assert "10.0.0.5 is private" in str(refused.value)
+    # A host that simply does not resolve stays a DNS failure (retried, recorded as connection_error).
+    assert middleware.process_exception(Request("http://nxdomain.test/"), CannotResolveHostError("nx")) is None
+
+
+def test_allow_private_lets_the_guard_pass_literal_addresses():
+    from scrapy import Request
+
+    from scraper.middlewares import OriginGuardMiddleware
+
+    guard = OriginGuardMiddleware(_guard_crawler(GENCOMP_ALLOW_PRIVATE=True))
+    assert guard.process_request(Request("http://10.0.0.9/a.jpg")) is None
