@@ -12,6 +12,12 @@ Scale-out: N processes started with the same arguments plus ``--redis-url redis:
 writes ``<out>/manifest-parts/part-<crawl_id>.parquet``; the last one to finish merges the parts into
 ``<out>/manifest.parquet``. ``--merge-only`` merges by hand (after a process was killed), and
 ``--redis-reset`` deletes a crashed run's Redis keys.
+
+Every crawl setting's default and meaning is a field of :class:`gencomp.config.ScrapeParams`;
+:func:`command_from_params` turns validated params into this command line (the flow and ``gencomp scrape`` both
+use it). Network safety (:mod:`scraper.netguard`): only the allowed origins and public addresses are fetched;
+``--allow-network CIDR`` / ``--allow-private`` widen the addresses, ``--resolve HOST=IP`` answers names
+without DNS.
 """
 
 from __future__ import annotations
@@ -462,6 +468,9 @@ def run_crawl(args: argparse.Namespace, start_urls: Sequence[str]) -> dict:
         if page_statuses["blocked_private_address"]:
             hint = ("; a start URL's host is or resolves to a non-public address, refused unless allowed "
                     "(--allow-network CIDR, or --allow-private)")
+        elif page_statuses["offsite_redirect"]:
+            hint = ("; a start URL redirected outside the allowed origins (e.g. to www. or another port): "
+                    "list the target's host with --allowed-domain if it belongs to the site")
         problems.append(f"no start URL could be fetched (see pages_failed and the manifest's page rows){hint}")
     if not startup_failures and not manifest.exists():
         problems.append(f"the manifest {manifest} was not written")

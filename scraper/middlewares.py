@@ -10,6 +10,7 @@ the refusal when the guarded resolver dropped every address of a host (``Refused
 from __future__ import annotations
 
 import logging
+import sys
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin, urlsplit
@@ -20,7 +21,13 @@ from scrapy.utils.asyncio import sleep
 from scrapy.utils.response import response_status_message
 from twisted.internet.error import DNSLookupError
 
-from scraper.netguard import AddressPolicy, OriginPolicy, literal_address, refusal_for_host
+from scraper.netguard import (
+    AddressPolicy,
+    OriginPolicy,
+    guarded_resolver_installed,
+    literal_address,
+    refusal_for_host,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,15 +69,30 @@ class OriginGuardMiddleware:
     checked where the connection is made (:class:`scraper.netguard.GuardedResolver`).
     """
 
-    def __init__(self, crawler):
+    def __init__(self, crawler, *, require_guarded_resolver: bool = True):
         self.crawler = crawler
         self.addresses = address_policy_from_settings(crawler.settings)
+        self.require_guarded_resolver = require_guarded_resolver
+        self.resolver_checked = False
 
     @classmethod
     def from_crawler(cls, crawler):
         return cls(crawler)
 
+    def _check_resolver(self) -> None:
+        # Fail closed: without the guarded resolver (a Scrapy that ignores TWISTED_DNS_RESOLVER, or a setting
+        # overridden) host names would connect unchecked, so nothing is fetched at all.
+        reactor = sys.modules.get("twisted.internet.reactor")  # installed by Scrapy; never installed from here
+        if reactor is None or not guarded_resolver_installed(reactor):
+            raise BlockedAddress(
+                "the crawl's guarded resolver (TWISTED_DNS_RESOLVER = scraper.netguard.GuardedResolver) is not "
+                "installed, so addresses cannot be checked; refusing to fetch"
+            )
+        self.resolver_checked = True
+
     def process_request(self, request):
+        if self.require_guarded_resolver and not self.resolver_checked:
+            self._check_resolver()
         origins = _origin_policy(self.crawler)
         if origins is not None and not origins.allows(request.url):
             raise BlockedOrigin(f"{request.url} is outside the allowed origins ({origins.describe()})")

@@ -335,4 +335,14 @@ class GuardedResolver:
         return cls(reactor, policy, settings.getdict("GENCOMP_RESOLVE"))
 
     def install_on_reactor(self) -> None:
+        global _installed
         self.reactor.installNameResolver(self.resolver)
+        _installed = self.resolver
+
+
+_installed = None  # the guarded resolver this process installed (GuardedResolver.install_on_reactor)
+
+
+def guarded_resolver_installed(reactor) -> bool:
+    """True when ``reactor`` resolves names through the guarded resolver (what every connection uses)."""
+    return _installed is not None and reactor.nameResolver is _installed

@@ -363,7 +363,7 @@ def test_origin_guard_checks_every_request(url, status):
     from scraper.middlewares import OriginGuardMiddleware
     from scraper.spiders.images import classify_failure
 
-    guard = OriginGuardMiddleware(_guard_crawler())
+    guard = OriginGuardMiddleware(_guard_crawler(), require_guarded_resolver=False)
     if status is None:
         assert guard.process_request(Request(url)) is None
         return
@@ -394,5 +394,15 @@ def test_allow_private_lets_the_guard_pass_literal_addresses():
 
     from scraper.middlewares import OriginGuardMiddleware
 
-    guard = OriginGuardMiddleware(_guard_crawler(GENCOMP_ALLOW_PRIVATE=True))
+    guard = OriginGuardMiddleware(_guard_crawler(GENCOMP_ALLOW_PRIVATE=True), require_guarded_resolver=False)
     assert guard.process_request(Request("http://10.0.0.9/a.jpg")) is None
+
+
+def test_no_fetch_without_the_guarded_resolver():
+    from scrapy import Request
+
+    from scraper.middlewares import BlockedAddress, OriginGuardMiddleware
+
+    guard = OriginGuardMiddleware(_guard_crawler())  # this test process never installed the guarded resolver
+    with pytest.raises(BlockedAddress, match="guarded resolver"):
+        guard.process_request(Request("http://site.test:8000/a.jpg"))
