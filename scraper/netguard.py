@@ -178,7 +178,8 @@ class DomainRule:
         explicit_scheme = "://" in text
         parts = urlsplit(text if explicit_scheme else f"http://{text}")
         scheme = parts.scheme.lower()
-        if scheme not in DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/") or parts.query:
+        if (scheme not in DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/") or parts.query
+                or parts.fragment or parts.username is not None):
             raise ValueError(f"allowed domain {entry!r} must be [http(s)://]host[:port]")
         try:
             port = parts.port

@@ -128,7 +128,9 @@ def test_origin_policy(url, allowed):
     assert policy.allows(url) is allowed
 
 
-@pytest.mark.parametrize("entry", ["example.com/path", "ftp://example.com", "example.com:notaport", ""])
+@pytest.mark.parametrize(
+    "entry", ["example.com/path", "ftp://example.com", "example.com:notaport", "", "user@example.com", "a.com#x"]
+)
 def test_domain_rule_rejects_malformed_entries(entry):
     with pytest.raises(ValueError):
         DomainRule.parse(entry)
