@@ -14,33 +14,13 @@ from prefect import flow, task, unmapped
 
 from flows.common import params, run_logged
 from gencomp.config import ScrapeParams
-from scraper.crawl import build_command
+from scraper.crawl import command_from_params
 
 
 def crawl_command(p: ScrapeParams, worker_id: str | None = None) -> list[str]:
-    """The crawl's argv; with scrapy-redis (``redis_url``) each of the ``processes`` gets its own worker id."""
-    return build_command(
-        out=p.out,
-        start_urls=p.start_urls,
-        allowed_domains=p.allowed_domains,
-        depth=p.depth,
-        max_images=p.max_images,
-        min_width=p.min_width,
-        min_height=p.min_height,
-        formats=p.formats,
-        concurrency_per_domain=p.concurrency_per_domain,
-        download_delay=p.download_delay,
-        user_agent=p.user_agent,
-        timeout=p.timeout_s,
-        max_bytes=p.max_bytes,
-        max_pixels=p.max_pixels,
-        workers=p.workers,
-        demo_site=p.uses_demo_site,
-        extra_photo_dirs=p.demo_site.extra_photo_dirs if p.uses_demo_site else (),
-        max_extra_photos=p.demo_site.max_extra_photos if p.uses_demo_site else None,
-        redis_url=p.redis_url,
-        worker_id=worker_id,
-    )
+    """The crawl's argv; with scrapy-redis (``redis_url``) each of the ``processes`` gets its own worker id.
+    The same builder serves ``gencomp scrape``, so both crawl a site alike."""
+    return command_from_params(p, worker_id=worker_id)
 
 
 @task(name="crawl", retries=2, retry_delay_seconds=30)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -43,30 +42,84 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
     return settings
 
 
+def _scrape_default(name: str):
+    from gencomp.config import ScrapeParams
+
+    return ScrapeParams.model_fields[name].default
+
+
+def _scrape_help(name: str) -> str:
+    from gencomp.config import ScrapeParams
+
+    return ScrapeParams.model_fields[name].description or ""
+
+
 @app.command()
 def scrape(
-    start_urls: Annotated[Optional[list[str]], typer.Argument(help="Pages to start crawling from.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (manifest.parquet + images/).")] = Path(
-        "data/raw"
-    ),
-    allowed_domain: Annotated[Optional[list[str]], typer.Option(help="Domains the crawl may fetch from.")] = None,
-    depth: Annotated[int, typer.Option(help="Link depth to follow.")] = 3,
-    max_images: Annotated[int, typer.Option(help="Stop after this many stored images (0: no limit).")] = 0,
+    start_urls: Annotated[Optional[list[str]], typer.Argument(help=_scrape_help("start_urls"))] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help=_scrape_help("out"))] = Path(_scrape_default("out")),
+    allowed_domain: Annotated[
+        Optional[list[str]], typer.Option(metavar="[SCHEME://]HOST[:PORT]", help=_scrape_help("allowed_domains"))
+    ] = None,
+    depth: Annotated[int, typer.Option(help=_scrape_help("depth"))] = _scrape_default("depth"),
+    max_images: Annotated[int, typer.Option(help=_scrape_help("max_images"))] = _scrape_default("max_images"),
+    min_width: Annotated[int, typer.Option(help=_scrape_help("min_width"))] = _scrape_default("min_width"),
+    min_height: Annotated[int, typer.Option(help=_scrape_help("min_height"))] = _scrape_default("min_height"),
+    format: Annotated[  # noqa: A002 - the option is --format
+        Optional[list[str]], typer.Option(help=_scrape_help("formats") + " Repeatable; default: all.")
+    ] = None,
+    concurrency_per_domain: Annotated[
+        int, typer.Option(help=_scrape_help("concurrency_per_domain"))
+    ] = _scrape_default("concurrency_per_domain"),
+    download_delay: Annotated[
+        float, typer.Option(help=_scrape_help("download_delay"))
+    ] = _scrape_default("download_delay"),
+    user_agent: Annotated[str, typer.Option(help=_scrape_help("user_agent"))] = _scrape_default("user_agent"),
+    timeout: Annotated[float, typer.Option(help=_scrape_help("timeout_s"))] = _scrape_default("timeout_s"),
+    retries: Annotated[int, typer.Option(help=_scrape_help("retries"))] = _scrape_default("retries"),
+    max_bytes: Annotated[int, typer.Option(help=_scrape_help("max_bytes"))] = _scrape_default("max_bytes"),
+    max_pixels: Annotated[int, typer.Option(help=_scrape_help("max_pixels"))] = _scrape_default("max_pixels"),
+    workers: Annotated[int, typer.Option(help=_scrape_help("workers"))] = _scrape_default("workers"),
+    allow_private: Annotated[
+        bool, typer.Option("--allow-private", help=_scrape_help("allow_private_addresses"))
+    ] = _scrape_default("allow_private_addresses"),
+    allow_network: Annotated[
+        Optional[list[str]], typer.Option(metavar="CIDR", help=_scrape_help("allowed_networks"))
+    ] = None,
     demo_site: Annotated[bool, typer.Option(help="Crawl the embedded demo website instead of START_URLS.")] = False,
 ) -> None:
-    """Crawl web pages for images into content-addressed files and a manifest."""
+    """Crawl web pages for images into content-addressed files and a manifest.
+
+    Defaults and checks are those of params.yaml's scrape section (gencomp.config.ScrapeParams), and the crawl
+    command is built as `dvc repro` builds it, so both crawl a site alike.
+    """
+    from pydantic import ValidationError
+
+    from gencomp.config import ScrapeParams
+
     if not start_urls and not demo_site:
         fail("give at least one START_URL, or --demo-site")
+    if start_urls and demo_site:
+        fail("give START_URLs or --demo-site, not both")
+    values = dict(
+        out=str(out), start_urls=list(start_urls or []), allowed_domains=list(allowed_domain or []), depth=depth,
+        max_images=max_images, min_width=min_width, min_height=min_height,
+        concurrency_per_domain=concurrency_per_domain,
+        download_delay=download_delay, user_agent=user_agent, timeout_s=timeout, retries=retries,
+        max_bytes=max_bytes, max_pixels=max_pixels, workers=workers, allow_private_addresses=allow_private,
+        allowed_networks=list(allow_network or []),
+    )
+    if format:
+        values["formats"] = list(format)
+    try:
+        params = ScrapeParams.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        fail(f"invalid scrape options: {problems}")
     # The crawl runs in its own process: gencomp never imports Scrapy, and Twisted's reactor cannot restart.
-    cmd = [sys.executable, "-m", "scraper.crawl", "--out", str(out), "--depth", str(depth),
-           "--max-images", str(max_images)]
-    for url in start_urls or []:
-        cmd += ["--start-url", url]
-    for domain in allowed_domain or []:
-        cmd += ["--allowed-domain", domain]
-    if demo_site:
-        cmd.append("--demo-site")
-    code = subprocess.call(cmd)
+    from scraper.crawl import command_from_params
+
+    code = subprocess.call(command_from_params(params))
     if code:
         fail(f"crawl failed (exit {code})", code)
 

@@ -6,8 +6,10 @@ Every section is a pydantic model that forbids unknown keys, so a typo in params
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
+from urllib.parse import SplitResult, urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -24,29 +26,83 @@ class _Section(BaseModel):
 
 
 class DemoSite(_Section):
-    extra_photo_dirs: list[str] = []
-    max_extra_photos: int | None = 0
+    extra_photo_dirs: list[str] = Field(
+        [], description="Local folders whose photos the demo site also publishes (searched recursively)."
+    )
+    max_extra_photos: int | None = Field(
+        0, ge=0, description="How many of the extra photos to publish (0: none of them; null: all)."
+    )
 
 
 class ScrapeParams(_Section):
-    out: str = "data/raw"
-    start_urls: list[str] = []
+    """The crawl's settings: the one definition of every default, used by params.yaml, `gencomp scrape`,
+    `python -m scraper.crawl` and the Scrapy settings (scraper/settings.py)."""
+
+    # Every format gencomp.data.images decodes (tests/test_scraper_settings.py keeps the two in step; config
+    # does not import the imaging module).
+    IMAGE_FORMATS: ClassVar[tuple[str, ...]] = ("AVIF", "BMP", "GIF", "JPEG", "JXL", "MPO", "PNG", "TIFF", "WEBP")
+    MAX_DEPTH: ClassVar[int] = 100
+
+    out: str = Field("data/raw", description="Output folder (images/ and manifest.parquet).")
+    start_urls: list[str] = Field(
+        [], description="Pages to start from (http/https). Empty: crawl the embedded demo site."
+    )
     demo_site: DemoSite = DemoSite()
-    allowed_domains: list[str] = []
-    depth: int = Field(3, ge=0)
-    max_images: int = Field(0, ge=0)
-    min_width: int = Field(32, ge=1)
-    min_height: int = Field(32, ge=1)
-    formats: list[str] = ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "AVIF"]
-    concurrency_per_domain: int = Field(4, ge=1)
-    download_delay: float = Field(0.0, ge=0)
-    user_agent: str = "gencomp-scraper/0.1 (+https://github.com/gencomp/gencomp)"
-    timeout_s: float = Field(20, gt=0)
-    max_bytes: int = Field(50_000_000, gt=0)
-    max_pixels: int = Field(64_000_000, gt=0)
-    workers: int = Field(2, ge=1)
-    processes: int = Field(1, ge=1)  # > 1: that many spider processes sharing one scrapy-redis queue
-    redis_url: str | None = None  # e.g. redis://127.0.0.1:6379/0; required when processes > 1
+    allowed_domains: list[str] = Field(
+        [],
+        description="Extra origins the crawl may fetch from, besides the start URLs' own: 'example.com' allows "
+        "that host and its subdomains over http/https on the default ports; 'example.com:8080' or "
+        "'https://example.com' narrow it to that port or scheme.",
+    )
+    allow_private_addresses: bool = Field(
+        False,
+        description="Fetch from hosts that resolve to private, loopback, link-local, multicast or reserved "
+        "addresses (refused by default: a page must not steer the crawl to internal services).",
+    )
+    allowed_networks: list[str] = Field(
+        [],
+        description="Non-public networks (CIDR, e.g. 127.0.0.1/32) the crawl may connect to although "
+        "allow_private_addresses is off.",
+    )
+    depth: int = Field(3, ge=0, le=MAX_DEPTH, description="Page levels to follow (0: the start pages only).")
+    max_images: int = Field(0, ge=0, description="Stop after storing this many images (0: no limit).")
+    min_width: int = Field(32, ge=1, description="Smallest image width kept, pixels (as displayed).")
+    min_height: int = Field(32, ge=1, description="Smallest image height kept, pixels (as displayed).")
+    formats: list[str] = Field(list(IMAGE_FORMATS), min_length=1, description="Image formats kept.")
+    concurrency_per_domain: int = Field(4, ge=1, le=64, description="Parallel requests per domain.")
+    download_delay: float = Field(
+        0.25, ge=0, le=60, description="Seconds between requests to one domain (AutoThrottle's floor)."
+    )
+    user_agent: str = Field(
+        "gencomp-research-crawler/0.1 (+https://github.com/gencomp/gencomp; image compression research)",
+        min_length=1,
+        description="User-Agent header (robots.txt rules for it are obeyed).",
+    )
+    timeout_s: float = Field(30.0, gt=0, le=600, description="Per-download timeout, seconds.")
+    retries: int = Field(3, ge=0, le=10, description="Retries on 429/5xx/timeouts, with backoff.")
+    max_bytes: int = Field(50_000_000, gt=0, description="Byte cap per download.")
+    max_pixels: int = Field(64_000_000, gt=0, description="Pixel cap per image (decompression bombs).")
+    workers: int = Field(2, ge=1, le=256, description="Image validation processes.")
+    processes: int = Field(
+        1, ge=1, le=256, description="Spider processes; > 1 share one scrapy-redis queue at redis_url."
+    )
+    redis_url: str | None = Field(
+        None, description="redis:// , rediss:// or unix:// URL of the shared queue (needed when processes > 1)."
+    )
+
+    @staticmethod
+    def _url_parts(url: str, what: str) -> SplitResult:
+        """The URL's parts; an http(s) scheme, a host and a valid port are required (the error says which)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"{what} {url!r} is not http(s)")
+        if not parts.hostname:
+            raise ValueError(f"{what} {url!r} has no host")
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number in 0..65535
+        except ValueError:
+            raise ValueError(f"{what} {url!r} has an invalid port") from None
+        return parts
 
     @model_validator(mode="after")
     def _scale_out(self) -> ScrapeParams:
@@ -58,11 +114,52 @@ class ScrapeParams(_Section):
 
     @field_validator("start_urls")
     @classmethod
-    def _http_only(cls, urls: list[str]) -> list[str]:
+    def _http_with_host(cls, urls: list[str]) -> list[str]:
         for url in urls:
-            if not url.startswith(("http://", "https://")):
-                raise ValueError(f"start URL {url!r} is not http(s)")
+            cls._url_parts(url, "start URL")
         return urls
+
+    @field_validator("allowed_domains")
+    @classmethod
+    def _origin_entries(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            parts = cls._url_parts(entry if "://" in entry else f"http://{entry}", "allowed_domains entry")
+            if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+                raise ValueError(f"allowed_domains entry {entry!r} must be [scheme://]host[:port], nothing else")
+        return entries
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, networks: list[str]) -> list[str]:
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"allowed_networks entry {network!r} is not an address or CIDR network") from None
+        return networks
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, formats: list[str]) -> list[str]:
+        upper = ["JPEG" if f.strip().upper() == "JPG" else f.strip().upper() for f in formats]
+        unknown = sorted(set(upper) - set(cls.IMAGE_FORMATS))
+        if unknown:
+            raise ValueError(f"unknown image formats {unknown}; choose from {list(cls.IMAGE_FORMATS)}")
+        return upper
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"{url!r} is not a redis:// , rediss:// or unix:// URL")
+        if parts.scheme == "unix" and not parts.path:
+            raise ValueError(f"{url!r} names no socket path")
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError(f"{url!r} has no host")
+        return url
 
     @property
     def uses_demo_site(self) -> bool:

@@ -12,6 +12,12 @@ Scale-out: N processes started with the same arguments plus ``--redis-url redis:
 writes ``<out>/manifest-parts/part-<crawl_id>.parquet``; the last one to finish merges the parts into
 ``<out>/manifest.parquet``. ``--merge-only`` merges by hand (after a process was killed), and
 ``--redis-reset`` deletes a crashed run's Redis keys.
+
+Every crawl setting's default and meaning is a field of :class:`gencomp.config.ScrapeParams`;
+:func:`command_from_params` turns validated params into this command line (the flow and ``gencomp scrape`` both
+use it). Network safety (:mod:`scraper.netguard`): only the allowed origins and public addresses are fetched;
+``--allow-network CIDR`` / ``--allow-private`` widen the addresses, ``--resolve HOST=IP`` answers names
+without DNS.
 """
 
 from __future__ import annotations
@@ -30,11 +36,24 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from gencomp.data.images import DEFAULT_FORMATS, DEFAULT_MAX_PIXELS
+from gencomp.config import DemoSite, ScrapeParams
 from scraper.manifest import manifest_path, merge_manifest_parts, part_path, read_manifest
+from scraper.netguard import DomainRule, parse_resolve_overrides
 
 PROGRESS_INTERVAL_S = 2.0
 WORKER_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# The demo site is served on this address by this process (scraper.demo_site.serve): --demo-site allows it.
+DEMO_SITE_NETWORK = "127.0.0.1/32"
+
+
+def default(name: str):
+    """The default of a ScrapeParams field: the one definition every entry point uses."""
+    return ScrapeParams.model_fields[name].default
+
+
+def describe(name: str) -> str:
+    """The description of a ScrapeParams field (help texts of every entry point)."""
+    return ScrapeParams.model_fields[name].description or ""
 
 
 def default_worker_id() -> str:
@@ -60,9 +79,12 @@ def build_command(
     max_pixels: int | None = None,
     workers: int | None = None,
     retries: int | None = None,
+    allow_private: bool = False,
+    allowed_networks: Iterable[str] = (),
+    resolve: Iterable[str] = (),
     demo_site: bool = False,
     extra_photo_dirs: Iterable[str | Path] = (),
-    max_extra_photos: int | None = None,
+    max_extra_photos: int | str | None = None,
     demo_port: int | None = None,
     log_level: str | None = None,
     redis_url: str | None = None,
@@ -72,7 +94,8 @@ def build_command(
     merge_only: bool = False,
     python: str = sys.executable,
 ) -> list[str]:
-    """The argv that runs one crawl with these options (None / empty means the crawler's default).
+    """The argv that runs one crawl with these options (None / empty means the crawler's default, which is
+    gencomp.config.ScrapeParams' default). ``max_extra_photos="all"`` publishes every extra photo.
 
     ``redis_url`` makes the process one worker of a distributed crawl (run the same argv N times, with distinct
     ``worker_id``); ``merge_only`` gives the argv that only merges ``out``'s manifest parts.
@@ -86,6 +109,10 @@ def build_command(
         argv += ["--format", str(fmt)]
     for directory in extra_photo_dirs:
         argv += ["--extra-photo-dir", str(directory)]
+    for network in allowed_networks:
+        argv += ["--allow-network", str(network)]
+    for entry in resolve:
+        argv += ["--resolve", str(entry)]
     scalars = {
         "--depth": depth,
         "--max-images": max_images,
@@ -110,6 +137,8 @@ def build_command(
     for flag, value in scalars.items():
         if value is not None:
             argv += [flag, str(value)]
+    if allow_private:
+        argv.append("--allow-private")
     if demo_site:
         argv.append("--demo-site")
     if merge_only:
@@ -117,11 +146,45 @@ def build_command(
     return argv
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def command_from_params(
+    p: ScrapeParams,
+    *,
+    worker_id: str | None = None,
+    log_level: str | None = None,
+    python: str = sys.executable,
+) -> list[str]:
+    """The crawl's argv for a validated :class:`ScrapeParams`: what ``dvc repro`` (flows.scrape) and
+    ``gencomp scrape`` both run. Every value is passed explicitly, so no entry point's own default can differ."""
+    demo = p.uses_demo_site
+    return build_command(
+        out=p.out,
+        start_urls=p.start_urls,
+        allowed_domains=p.allowed_domains,
+        depth=p.depth,
+        max_images=p.max_images,
+        min_width=p.min_width,
+        min_height=p.min_height,
+        formats=p.formats,
+        concurrency_per_domain=p.concurrency_per_domain,
+        download_delay=p.download_delay,
+        user_agent=p.user_agent,
+        timeout=p.timeout_s,
+        max_bytes=p.max_bytes,
+        max_pixels=p.max_pixels,
+        workers=p.workers,
+        retries=p.retries,
+        allow_private=p.allow_private_addresses,
+        allowed_networks=p.allowed_networks,
+        demo_site=demo,
+        extra_photo_dirs=p.demo_site.extra_photo_dirs if demo else (),
+        max_extra_photos=(
+            ("all" if p.demo_site.max_extra_photos is None else p.demo_site.max_extra_photos) if demo else None
+        ),
+        redis_url=p.redis_url,
+        worker_id=worker_id,
+        log_level=log_level,
+        python=python,
+    )
 
 
 def _non_negative_int(text: str) -> int:
@@ -138,13 +201,8 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def _image_format(text: str) -> str:
-    value = text.strip().upper()
-    if value == "JPG":
-        value = "JPEG"
-    if value not in DEFAULT_FORMATS:
-        raise argparse.ArgumentTypeError(f"unknown format {text!r}; choose from {sorted(DEFAULT_FORMATS)}")
-    return value
+def _max_extra_photos(text: str) -> int | None:
+    return None if text.strip().lower() == "all" else _non_negative_int(text)
 
 
 def _worker_id(text: str) -> str:
@@ -153,43 +211,103 @@ def _worker_id(text: str) -> str:
     return text
 
 
-def _redis_url(text: str) -> str:
-    if not text.startswith(("redis://", "rediss://", "unix://")):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a redis:// , rediss:// or unix:// URL")
+def _field_check(name: str, convert=str):
+    """An argparse type that validates one value with the ScrapeParams field ``name`` (same rules, same message)."""
+    from pydantic import ValidationError
+
+    def check(text: str):
+        value = convert(text)
+        # Only this field is checked here: a stand-in start URL keeps the rules that tie it to other fields
+        # (redis_url needs start URLs) from firing; main() checks the combination.
+        others = {} if name == "start_urls" else {"start_urls": ["http://example.invalid/"]}
+        try:
+            checked = ScrapeParams.model_validate({**others, name: [value] if _is_list(name) else value})
+        except ValidationError as exc:
+            raise argparse.ArgumentTypeError("; ".join(e["msg"] for e in exc.errors())) from None
+        result = getattr(checked, name)
+        return result[0] if _is_list(name) else result
+
+    check.__name__ = name  # argparse names the type in its error message
+    return check
+
+
+def _is_list(name: str) -> bool:
+    return isinstance(default(name), list)
+
+
+def _allowed_domain(text: str) -> str:
+    try:
+        DomainRule.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _resolve_entry(text: str) -> str:
+    try:
+        parse_resolve_overrides([text])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 
 def make_parser() -> argparse.ArgumentParser:
+    """The command line; every crawl setting's default and help text come from gencomp.config.ScrapeParams."""
     p = argparse.ArgumentParser(prog="python -m scraper.crawl", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", required=True, type=Path, help="output folder (images/ and manifest.parquet)")
-    p.add_argument("--start-url", action="append", default=[], dest="start_urls", metavar="URL")
-    p.add_argument("--allowed-domain", action="append", default=[], dest="allowed_domains", metavar="D",
-                   help="default: the hosts of the start URLs")
-    p.add_argument("--depth", type=_non_negative_int, default=2, help="page levels to follow (0: start pages)")
-    p.add_argument("--max-images", type=_non_negative_int, default=0, help="stop after storing N (0: no limit)")
-    p.add_argument("--min-width", type=_positive_int, default=1)
-    p.add_argument("--min-height", type=_positive_int, default=1)
-    p.add_argument("--format", action="append", default=[], dest="formats", type=_image_format,
-                   help="allowed image format (repeatable); default: all of gencomp.data.images.DEFAULT_FORMATS")
-    p.add_argument("--concurrency-per-domain", type=_positive_int, default=4)
-    p.add_argument("--download-delay", type=_non_negative_float, default=0.25, help="seconds (AutoThrottle floor)")
-    p.add_argument("--user-agent", default=None)
-    p.add_argument("--timeout", type=_non_negative_float, default=30.0, help="per-download timeout, seconds")
-    p.add_argument("--max-bytes", type=_positive_int, default=50 * 1024 * 1024, help="per-download byte cap")
-    p.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS)
-    p.add_argument("--workers", type=_positive_int, default=2, help="validation worker processes")
-    p.add_argument("--retries", type=_non_negative_int, default=3, help="retries on 429/5xx/timeouts")
-    p.add_argument("--demo-site", action="store_true", help="build and serve the offline demo site and crawl it")
-    p.add_argument("--extra-photo-dir", action="append", default=[], dest="extra_photo_dirs", type=Path,
-                   help="with --demo-site: also publish the photos under this folder")
-    p.add_argument("--max-extra-photos", type=_non_negative_int, default=None)
-    p.add_argument("--demo-port", type=_non_negative_int, default=0,
-                   help="with --demo-site: port to serve on (0: any free port; fix it so rescrapes see the same URLs)")
+    p.add_argument("--out", required=True, type=Path, help=describe("out"))
+    p.add_argument("--start-url", action="append", default=[], dest="start_urls", metavar="URL",
+                   type=_field_check("start_urls"), help=describe("start_urls"))
+    p.add_argument("--allowed-domain", action="append", default=[], dest="allowed_domains",
+                   metavar="[SCHEME://]HOST[:PORT]", type=_allowed_domain, help=describe("allowed_domains"))
+    p.add_argument("--depth", type=_field_check("depth", int), default=default("depth"), help=describe("depth"))
+    p.add_argument("--max-images", type=_field_check("max_images", int), default=default("max_images"),
+                   help=describe("max_images"))
+    p.add_argument("--min-width", type=_field_check("min_width", int), default=default("min_width"),
+                   help=describe("min_width"))
+    p.add_argument("--min-height", type=_field_check("min_height", int), default=default("min_height"),
+                   help=describe("min_height"))
+    p.add_argument("--format", action="append", default=[], dest="formats", type=_field_check("formats"),
+                   help=f"{describe('formats')} Repeatable; default: {' '.join(default('formats'))}")
+    p.add_argument("--concurrency-per-domain", type=_field_check("concurrency_per_domain", int),
+                   default=default("concurrency_per_domain"), help=describe("concurrency_per_domain"))
+    p.add_argument("--download-delay", type=_field_check("download_delay", float), default=default("download_delay"),
+                   help=describe("download_delay"))
+    p.add_argument("--user-agent", type=_field_check("user_agent"), default=default("user_agent"),
+                   help=describe("user_agent"))
+    p.add_argument("--timeout", type=_field_check("timeout_s", float), default=default("timeout_s"),
+                   help=describe("timeout_s"))
+    p.add_argument("--max-bytes", type=_field_check("max_bytes", int), default=default("max_bytes"),
+                   help=describe("max_bytes"))
+    p.add_argument("--max-pixels", type=_field_check("max_pixels", int), default=default("max_pixels"),
+                   help=describe("max_pixels"))
+    p.add_argument("--workers", type=_field_check("workers", int), default=default("workers"),
+                   help=describe("workers"))
+    p.add_argument("--retries", type=_field_check("retries", int), default=default("retries"),
+                   help=describe("retries"))
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    safety = p.add_argument_group("network safety (scraper.netguard)")
+    safety.add_argument("--allow-private", action="store_true", default=default("allow_private_addresses"),
+                        help=describe("allow_private_addresses"))
+    safety.add_argument("--allow-network", action="append", default=[], dest="allowed_networks", metavar="CIDR",
+                        type=_field_check("allowed_networks"), help=describe("allowed_networks"))
+    safety.add_argument("--resolve", action="append", default=[], metavar="HOST=IP", type=_resolve_entry,
+                        help="answer HOST (or *.DOMAIN) with IP instead of asking DNS, like curl --resolve; the "
+                             "address is checked like any other")
+    demo = p.add_argument_group("demo site")
+    demo.add_argument("--demo-site", action="store_true",
+                      help=f"build and serve the offline demo site and crawl it (allows its address, "
+                           f"{DEMO_SITE_NETWORK}, and nothing else private)")
+    demo.add_argument("--extra-photo-dir", action="append", default=[], dest="extra_photo_dirs", type=Path,
+                      help=DemoSite.model_fields["extra_photo_dirs"].description)
+    demo.add_argument("--max-extra-photos", type=_max_extra_photos,
+                      default=DemoSite.model_fields["max_extra_photos"].default, metavar="N|all",
+                      help=DemoSite.model_fields["max_extra_photos"].description)
+    demo.add_argument("--demo-port", type=_non_negative_int, default=0,
+                      help="port to serve on (0: any free port; fix it so rescrapes see the same URLs)")
     scale = p.add_argument_group("scale-out (several processes, one crawl)")
-    scale.add_argument("--redis-url", type=_redis_url, default=None,
-                       help="share the request queue and seen-sets in this Redis: run N processes with the same "
-                            "arguments; each writes its own manifest part, the last one merges them")
+    scale.add_argument("--redis-url", type=_field_check("redis_url"), default=default("redis_url"),
+                       help=describe("redis_url") + " Run N processes with the same arguments; each writes its "
+                            "own manifest part, the last one merges them.")
     scale.add_argument("--redis-key", default=None,
                        help="prefix of the run's Redis keys (default: derived from the resolved --out)")
     scale.add_argument("--worker-id", type=_worker_id, default=None,
@@ -204,28 +322,29 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def crawl_settings(args: argparse.Namespace, crawl_id: str):
+    """The Scrapy settings of one crawl: scraper/settings.py, then this run's values on top."""
     from scrapy.settings import Settings
+
+    from scraper.settings import concurrency_settings, timing_settings
 
     settings = Settings()
     settings.setmodule("scraper.settings", priority="project")
     overrides = {
         "GENCOMP_OUT_DIR": str(args.out),
         "GENCOMP_CRAWL_ID": crawl_id,
-        "GENCOMP_FORMATS": list(args.formats) or sorted(DEFAULT_FORMATS),
+        "GENCOMP_FORMATS": list(args.formats) or list(default("formats")),
         "GENCOMP_MAX_PIXELS": args.max_pixels,
         "GENCOMP_MIN_WIDTH": args.min_width,
         "GENCOMP_MIN_HEIGHT": args.min_height,
         "GENCOMP_WORKERS": args.workers,
         "GENCOMP_MAX_IMAGES": args.max_images,
-        "CONCURRENT_REQUESTS_PER_DOMAIN": args.concurrency_per_domain,
-        "CONCURRENT_REQUESTS": max(16, args.concurrency_per_domain * 4),
-        "AUTOTHROTTLE_TARGET_CONCURRENCY": float(args.concurrency_per_domain),
-        "DOWNLOAD_DELAY": args.download_delay,
-        "AUTOTHROTTLE_START_DELAY": args.download_delay,
-        "DOWNLOAD_TIMEOUT": args.timeout,
+        **concurrency_settings(args.concurrency_per_domain),
+        **timing_settings(args.download_delay, args.timeout, args.retries),
         "DOWNLOAD_MAXSIZE": args.max_bytes,
-        "RETRY_TIMES": args.retries,
-        "RETRY_ENABLED": args.retries > 0,
+        "USER_AGENT": args.user_agent,
+        "GENCOMP_ALLOW_PRIVATE": bool(args.allow_private),
+        "GENCOMP_ALLOWED_NETWORKS": list(args.allowed_networks),
+        "GENCOMP_RESOLVE": parse_resolve_overrides(args.resolve),
         "LOG_LEVEL": args.log_level,
     }
     if args.redis_url:
@@ -240,6 +359,8 @@ def crawl_settings(args: argparse.Namespace, crawl_id: str):
                 "SCHEDULER_QUEUE_CLASS": "scrapy_redis.queue.PriorityQueue",  # image requests before pages
                 "SCHEDULER_QUEUE_KEY": f"{args.redis_key}:requests",
                 "SCHEDULER_DUPEFILTER_KEY": f"{args.redis_key}:dupefilter",
+                # JSON, not scrapy-redis' default pickle (scraper.redis_serializer says why).
+                "SCHEDULER_SERIALIZER": "scraper.redis_serializer",
                 # One process closing must not clear the queue the others still use; the last one to leave
                 # deletes the run's keys (scraper.shared_state.RedisCrawlState.finish).
                 "SCHEDULER_PERSIST": True,
@@ -251,11 +372,6 @@ def crawl_settings(args: argparse.Namespace, crawl_id: str):
         settings.set("EXTENSIONS", {
             **settings.getdict("EXTENSIONS"), "scraper.extensions.CloseWhenSharedQueueIdle": 500,
         }, priority="cmdline")
-    if args.timeout > 0:
-        # Backoff must stay proportionate to the timeout: short test/demo timeouts mean short waits.
-        overrides["GENCOMP_RETRY_BACKOFF_BASE"] = min(1.0, args.timeout / 4)
-    if args.user_agent:
-        overrides["USER_AGENT"] = args.user_agent
     settings.setdict(overrides, priority="cmdline")
     return settings
 
@@ -280,6 +396,7 @@ def run_crawl(args: argparse.Namespace, start_urls: Sequence[str]) -> dict:
     process = CrawlerProcess(settings)
     crawler = process.create_crawler(ImagesSpider)
     statuses: Counter[str] = Counter()
+    page_statuses: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
     errors: list[str] = []
     finish: dict = {}
@@ -299,6 +416,8 @@ def run_crawl(args: argparse.Namespace, start_urls: Sequence[str]) -> dict:
             kinds[item.kind] += 1
             if item.kind == "image":
                 statuses[item.status] += 1
+            else:
+                page_statuses[item.status] += 1
         print_progress()
 
     def on_item_error(item, response=None, spider=None, failure=None):
@@ -345,7 +464,14 @@ def run_crawl(args: argparse.Namespace, start_urls: Sequence[str]) -> dict:
         if not startup_failures and nothing_fetched and kinds["page"] > 0:
             problems.append("every page this process requested failed (see the manifest part's page rows)")
     elif not startup_failures and nothing_fetched:
-        problems.append("no start URL could be fetched (see pages_failed and the manifest's page rows)")
+        hint = ""
+        if page_statuses["blocked_private_address"]:
+            hint = ("; a start URL's host is or resolves to a non-public address, refused unless allowed "
+                    "(--allow-network CIDR, or --allow-private)")
+        elif page_statuses["offsite_redirect"]:
+            hint = ("; a start URL redirected outside the allowed origins (e.g. to www. or another port): "
+                    "list the target's host with --allowed-domain if it belongs to the site")
+        problems.append(f"no start URL could be fetched (see pages_failed and the manifest's page rows){hint}")
     if not startup_failures and not manifest.exists():
         problems.append(f"the manifest {manifest} was not written")
     if problems:
@@ -431,6 +557,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.demo_site:
         from scraper.demo_site import build_site, serve
 
+        # The demo site is served on loopback by this very process: allow that address, and only that one.
+        if DEMO_SITE_NETWORK not in args.allowed_networks:
+            args.allowed_networks.append(DEMO_SITE_NETWORK)
         with tempfile.TemporaryDirectory(prefix="gencomp-demo-site-") as site_dir:
             info = build_site(
                 site_dir, extra_photo_dirs=args.extra_photo_dirs, max_extra_photos=args.max_extra_photos

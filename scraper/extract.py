@@ -306,15 +306,3 @@ def license_hint(html: str, page_url: str) -> str:
         if key in _META_LICENSE_KEYS:
             return meta.attrib["content"].strip()
     return ""
-
-
-def host_in_domains(url: str, domains) -> bool:
-    """True when the URL's host is one of ``domains`` or a subdomain of one (ports are ignored)."""
-    host = (urlsplit(url).hostname or "").lower().rstrip(".")
-    if not host:
-        return False
-    for domain in domains:
-        domain = domain.lower().strip().rstrip(".")
-        if domain and (host == domain or host.endswith("." + domain)):
-            return True
-    return False

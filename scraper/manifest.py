@@ -18,7 +18,7 @@ Columns (:data:`MANIFEST_SCHEMA`):
     kind           "image" or "page"
     status         "ok" | "not_modified" | "duplicate_content" | "vanished" | a reason code (see STATUSES)
     error          human-readable message, "" when ok
-    http_status    final HTTP status, 0 when no response arrived (timeout, robots, offsite ...)
+    http_status    final HTTP status, 0 when no response arrived (timeout, robots, offsite, blocked ...)
     sha256         hash of the body ("" when none); for not_modified, the stored file's hash
     path           stored file relative to the out dir, "" when nothing is stored for this row
     width, height  pixels as displayed (EXIF orientation applied), 0 when unknown
@@ -91,8 +91,10 @@ STATUSES: frozenset[str] = STORED_STATUSES | frozenset(
         "vanished",  # was stored by an earlier run, now 404/410
         "duplicate_url",  # the same canonical URL found again on another page: fetched once only
         "robots",  # disallowed by robots.txt, never requested
-        "offsite",  # host outside allowed_domains, never requested
-        "offsite_redirect",  # the server redirected outside allowed_domains; the redirect was not followed
+        "offsite",  # outside the allowed origins (scheme, host, port), never requested
+        "offsite_redirect",  # the server redirected outside the allowed origins; the redirect was not followed
+        "blocked_origin",  # a request outside the allowed origins reached the downloader (e.g. from a shared queue)
+        "blocked_private_address",  # the host is or resolves to a non-public address; nothing was sent
         "too_many_redirects",
         "timeout",
         "too_large_bytes",  # body over the byte cap; the download was aborted

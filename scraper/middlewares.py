@@ -1,38 +1,132 @@
-"""Downloader middlewares: no redirect leaves allowed_domains, and retries back off honouring Retry-After."""
+"""Downloader middlewares: every request stays on the allowed origins and public addresses, no redirect
+leaves them, and retries back off honouring Retry-After.
+
+The crawl's network rules live in :mod:`scraper.netguard`; these middlewares apply them to each request
+(``OriginGuardMiddleware``, first in the chain: start pages, links, images, redirects, robots.txt, requests
+from a shared queue alike), to each redirect before it is followed (``OffsiteRedirectMiddleware``), and name
+the refusal when the guarded resolver dropped every address of a host (``RefusedAddressMiddleware``).
+"""
 
 from __future__ import annotations
 
 import logging
+import sys
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
-from scrapy.exceptions import IgnoreRequest
+from scrapy.exceptions import CannotResolveHostError, IgnoreRequest
 from scrapy.utils.asyncio import sleep
 from scrapy.utils.response import response_status_message
+from twisted.internet.error import DNSLookupError
 
-from scraper.extract import host_in_domains
+from scraper.netguard import (
+    AddressPolicy,
+    OriginPolicy,
+    guarded_resolver_installed,
+    literal_address,
+    refusal_for_host,
+)
 
 logger = logging.getLogger(__name__)
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
+class BlockedOrigin(IgnoreRequest):
+    """A request outside the allowed origins (scheme, host and port) reached the downloader; it was not sent."""
+
+
+class BlockedAddress(IgnoreRequest):
+    """The request's host is, or resolves only to, an address the crawl may not connect to; nothing was sent."""
+
+
 class OffsiteRedirect(IgnoreRequest):
-    """The server redirected to a host outside the spider's allowed_domains; the redirect was not followed."""
+    """The server redirected outside the allowed origins; the redirect was not followed."""
 
     def __init__(self, location: str):
         super().__init__(f"redirect to offsite URL {location}")
         self.location = location
 
 
+def _origin_policy(crawler) -> OriginPolicy | None:
+    return getattr(crawler.spider, "origins", None)
+
+
+def address_policy_from_settings(settings) -> AddressPolicy:
+    return AddressPolicy.build(
+        allow_private=settings.getbool("GENCOMP_ALLOW_PRIVATE"),
+        allowed_networks=settings.getlist("GENCOMP_ALLOWED_NETWORKS"),
+    )
+
+
+class OriginGuardMiddleware:
+    """Refuse any request outside the spider's allowed origins, and any literal IP host the policy refuses.
+
+    First in the chain (it takes the place of Scrapy's OffsiteMiddleware, which ignores ports and lets
+    ``dont_filter`` requests through), so robots.txt is not even fetched for a refused request. Host names are
+    checked where the connection is made (:class:`scraper.netguard.GuardedResolver`).
+    """
+
+    def __init__(self, crawler, *, require_guarded_resolver: bool = True):
+        self.crawler = crawler
+        self.addresses = address_policy_from_settings(crawler.settings)
+        self.require_guarded_resolver = require_guarded_resolver
+        self.resolver_checked = False
+
+    @classmethod
+    def from_crawler(cls, crawler):
+        return cls(crawler)
+
+    def _check_resolver(self) -> None:
+        # Fail closed: without the guarded resolver (a Scrapy that ignores TWISTED_DNS_RESOLVER, or a setting
+        # overridden) host names would connect unchecked, so nothing is fetched at all.
+        reactor = sys.modules.get("twisted.internet.reactor")  # installed by Scrapy; never installed from here
+        if reactor is None or not guarded_resolver_installed(reactor):
+            raise BlockedAddress(
+                "the crawl's guarded resolver (TWISTED_DNS_RESOLVER = scraper.netguard.GuardedResolver) is not "
+                "installed, so addresses cannot be checked; refusing to fetch"
+            )
+        self.resolver_checked = True
+
+    def process_request(self, request):
+        if self.require_guarded_resolver and not self.resolver_checked:
+            self._check_resolver()
+        origins = _origin_policy(self.crawler)
+        if origins is not None and not origins.allows(request.url):
+            raise BlockedOrigin(f"{request.url} is outside the allowed origins ({origins.describe()})")
+        host = urlsplit(request.url).hostname or ""
+        ip = literal_address(host)
+        if ip is not None:
+            reason = self.addresses.refusal(ip)
+            if reason is not None:
+                raise BlockedAddress(f"refused {request.url}: {reason}")
+        return None
+
+
+class RefusedAddressMiddleware:
+    """Turn the connection failure of a host whose every address the resolver refused into
+    :class:`BlockedAddress`, so it is recorded as such and not retried as a DNS error.
+
+    Must sit above the retry middleware (550): exceptions pass middlewares from high to low numbers.
+    """
+
+    def process_exception(self, request, exception):
+        if isinstance(exception, (CannotResolveHostError, DNSLookupError)):
+            reason = refusal_for_host(urlsplit(request.url).hostname or "")
+            if reason is not None:
+                raise BlockedAddress(f"refused {request.url}: {reason}")
+        return None
+
+
 class OffsiteRedirectMiddleware:
-    """Refuse redirects that leave ``spider.allowed_domains`` before RedirectMiddleware follows them.
+    """Refuse redirects that leave the allowed origins before RedirectMiddleware follows them.
 
     Must sit above RedirectMiddleware (600) in DOWNLOADER_MIDDLEWARES: responses pass middlewares from high
     to low numbers, so this sees the 3xx first. Raising :class:`OffsiteRedirect` sends the request to its
-    errback, which records the row; Scrapy's own OffsiteMiddleware would drop it under a generic reason.
+    errback, which records the row. A redirect within the origins is followed and its new request passes
+    :class:`OriginGuardMiddleware` and the guarded resolver like any other.
     """
 
     def __init__(self, crawler):
@@ -49,8 +143,8 @@ class OffsiteRedirectMiddleware:
         if location.startswith("//"):
             location = request.url.split(":", 1)[0] + ":" + location
         target = urljoin(request.url, location)
-        domains = getattr(self.crawler.spider, "allowed_domains", None) or ()
-        if domains and not host_in_domains(target, domains):
+        origins = _origin_policy(self.crawler)
+        if origins is not None and not origins.allows(target):
             raise OffsiteRedirect(target)
         return response
 

@@ -179,6 +179,7 @@ def crawl(tmp_path_factory):
             retries=1,
             workers=1,
             concurrency_per_domain=8,
+            allowed_networks=["127.0.0.1/32"],  # the test site; nothing else private
         )
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr[-3000:]

@@ -18,7 +18,8 @@ from tests.scraper_site import jpeg
 
 def _crawl(out, base_url):
     cmd = build_command(
-        out=out, start_urls=[base_url + "/index.html"], depth=1, download_delay=0, timeout=3, retries=0, workers=1
+        out=out, start_urls=[base_url + "/index.html"], depth=1, download_delay=0, timeout=3, retries=0, workers=1,
+        allowed_networks=["127.0.0.1/32"],
     )
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -117,7 +118,8 @@ def test_max_images_stops_the_crawl(tmp_path):
     (site / "index.html").write_text("".join(f'<img src="/p{i}.jpg">' for i in range(12)))
     with serve(site) as base_url:
         cmd = build_command(
-            out=out, start_urls=[base_url + "/index.html"], max_images=2, download_delay=0, workers=1, retries=0
+            out=out, start_urls=[base_url + "/index.html"], max_images=2, download_delay=0, workers=1, retries=0,
+            allowed_networks=["127.0.0.1/32"],
         )
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -126,6 +126,7 @@ def test_two_processes_fetch_every_image_once(tmp_path, redis_url):
             cmd = build_command(
                 out=out, start_urls=[site.base_url + "/index.html"], depth=1, download_delay=0, timeout=10,
                 retries=1, workers=1, concurrency_per_domain=2, redis_url=url, redis_key=redis_key, worker_id=worker, idle_timeout=5,
+                allowed_networks=["127.0.0.1/32"],
             )
             procs[worker] = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         results = {w: p.communicate(timeout=120) for w, p in procs.items()}
@@ -256,3 +257,126 @@ def test_unreachable_redis_is_a_clear_failure(tmp_path):
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "redis at redis://127.0.0.1:" in proc.stderr and "ConnectionError" in proc.stderr
+
+
+# -- the queue's serializer: JSON, never pickle ----------------------------------------------------------------
+
+
+class _PickleBomb:
+    """Unpickling this runs a command that creates a file: what pickle in a shared queue allows."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _spider():
+    from scraper.spiders.images import ImagesSpider
+
+    return ImagesSpider(start_urls=["http://example.com/"])
+
+
+def _queued_request(spider):
+    from scrapy import Request
+
+    return Request(
+        "http://example.com/img/a.jpg?x=1",
+        callback=spider.parse_image,
+        errback=spider.on_image_error,
+        method="GET",
+        headers={"If-None-Match": '"etag"', "X-Raw": b"\xff\x00"},
+        body=b"\x00\x01\xfe\xff binary",
+        priority=10,
+        dont_filter=True,
+        meta={
+            "image_url": "http://example.com/img/a.jpg?x=1", "page_url": "http://example.com/", "license": "",
+            "page_depth": 2, "retry_times": 1, "redirect_urls": ["http://example.com/r"],
+            "redirect_reasons": [301], "download_latency": 0.25, "pair": (1, "two"), "raw": b"\x80",
+            "__bytes__": "a key that looks like a tag", "nested": {"__tuple__": [1]},
+        },
+        cb_kwargs={"n": 1},
+    )
+
+
+def test_json_serializer_round_trips_a_request():
+    from scrapy.utils.request import request_from_dict
+
+    from scraper import redis_serializer
+
+    spider = _spider()
+    request = _queued_request(spider)
+    data = request.to_dict(spider=spider)
+    payload = redis_serializer.dumps(data)
+    assert isinstance(payload, bytes) and json.loads(payload)["url"] == request.url  # plain JSON
+    back = redis_serializer.loads(payload)
+    assert back == data
+    rebuilt = request_from_dict(back, spider=spider)
+    assert (rebuilt.url, rebuilt.body, rebuilt.meta, rebuilt.priority) == (request.url, request.body, request.meta,
+                                                                           request.priority)
+    assert rebuilt.headers == request.headers and rebuilt.cb_kwargs == {"n": 1}
+    assert rebuilt.callback == spider.parse_image and rebuilt.errback == spider.on_image_error
+
+
+def test_json_serializer_refuses_pickle_and_foreign_payloads(tmp_path):
+    import pickle
+
+    from scraper import redis_serializer
+
+    marker = tmp_path / "pwned"
+    bomb = pickle.dumps({"url": "http://example.com/", "x": _PickleBomb(marker)}, protocol=4)
+    with pytest.raises(redis_serializer.QueuePayloadError):
+        redis_serializer.loads(bomb)
+    assert not marker.exists(), "the pickle payload was executed"
+    spider = _spider()
+    good = json.loads(redis_serializer.dumps(_queued_request(spider).to_dict(spider=spider)))
+    for bad in [
+        b"\x80\x04not json", b"[1, 2]", b'"a string"', b"{}",
+        json.dumps({**good, "callback": "close"}).encode(),  # a spider method that is no queue callback
+        json.dumps({**good, "errback": "__init__"}).encode(),
+        json.dumps({**good, "method": "CONNECT"}).encode(),
+        json.dumps({**good, "_class": "os.system"}).encode(),
+        json.dumps({**good, "body": {"__bytes__": "%%%"}}).encode(),
+    ]:
+        with pytest.raises(redis_serializer.QueuePayloadError):
+            redis_serializer.loads(bad)
+
+
+def test_crawl_settings_use_the_json_serializer(tmp_path):
+    from scraper.crawl import crawl_settings, make_parser
+
+    args = make_parser().parse_args(["--out", str(tmp_path), "--start-url", "http://example.com/",
+                                     "--redis-url", "redis://127.0.0.1:6379/0"])
+    args.redis_key, args.worker_id = "gencomp:test", "w1"
+    settings = crawl_settings(args, "run-w1")
+    assert settings["SCHEDULER_SERIALIZER"] == "scraper.redis_serializer"
+    assert settings["SCHEDULER"] == "scrapy_redis.scheduler.Scheduler"
+
+
+@needs_redis_server
+def test_redis_queue_stores_json_and_refuses_an_injected_pickle(tmp_path, redis_url):
+    import pickle
+
+    from scrapy_redis.queue import PriorityQueue
+
+    from scraper import redis_serializer
+
+    url, client = redis_url
+    spider = _spider()
+    queue = PriorityQueue(client, spider, "gencomp:test:requests", serializer=redis_serializer)
+    request = _queued_request(spider)
+    queue.push(request)
+    (stored,) = client.zrange("gencomp:test:requests", 0, -1)
+    assert json.loads(stored)["url"] == request.url  # what sits in Redis is JSON
+    popped = queue.pop()
+    assert popped.url == request.url and popped.body == request.body and popped.meta == request.meta
+
+    # Someone with write access to Redis queues a pickle: popping it is refused, nothing runs.
+    marker = tmp_path / "pwned"
+    client.zadd("gencomp:test:requests", {pickle.dumps(_PickleBomb(marker)): 0})
+    with pytest.raises(redis_serializer.QueuePayloadError):
+        queue.pop()
+    assert not marker.exists()

@@ -28,10 +28,12 @@ from twisted.internet import error as twisted_error
 from twisted.internet.defer import CancelledError
 from twisted.python.failure import Failure
 
-from scraper.extract import canonical_url, extract_images, extract_links, host_in_domains, is_http_url, license_hint
+from gencomp.config import ScrapeParams
+from scraper.extract import canonical_url, extract_images, extract_links, is_http_url, license_hint
 from scraper.items import FetchedImage, ManifestRow
 from scraper.manifest import PreviousImage, known_hashes, previous_images, read_manifest
-from scraper.middlewares import MaxImagesReached, OffsiteRedirect
+from scraper.middlewares import BlockedAddress, BlockedOrigin, MaxImagesReached, OffsiteRedirect
+from scraper.netguard import OriginPolicy
 from scraper.shared_state import LocalCrawlState, RedisCrawlState, crawl_state_from_settings
 
 IMAGE_PRIORITY = 10  # images of pages already seen go before further pages (see settings.py)
@@ -56,6 +58,10 @@ def classify_failure(exc: BaseException) -> tuple[str, str, int]:
         return http_status_code(code), f"HTTP {code}", code
     if isinstance(exc, OffsiteRedirect):
         return "offsite_redirect", message, 0
+    if isinstance(exc, BlockedAddress):
+        return "blocked_private_address", message, 0
+    if isinstance(exc, BlockedOrigin):
+        return "blocked_origin", message, 0
     if isinstance(exc, IgnoreRequest):
         lowered = message.lower()
         if "robots.txt" in lowered:
@@ -94,8 +100,10 @@ def classify_failure(exc: BaseException) -> tuple[str, str, int]:
 class ImagesSpider(scrapy.Spider):
     """Crawl ``start_urls`` to ``max_depth`` page levels and request every image found.
 
-    ``allowed_domains`` defaults to the hosts of ``start_urls``: the crawl never leaves the sites it was pointed
-    at unless told to. Depth 0 means the start pages only; images on a page of any depth are always fetched.
+    The crawl fetches from the start URLs' origins (scheme, host, port) and the ``allowed_domains`` rules only
+    (:class:`scraper.netguard.OriginPolicy`): an image elsewhere is recorded as ``offsite`` and never requested,
+    a page link elsewhere is not followed. Depth 0 means the start pages only; images on a page of any depth
+    are always fetched.
 
     Which pages and image URLs are taken lives in ``self.state`` (:mod:`scraper.shared_state`): this
     process's memory, or Redis when several processes crawl together. Requests carry ``dont_filter`` because
@@ -110,7 +118,7 @@ class ImagesSpider(scrapy.Spider):
         *,
         start_urls: Iterable[str],
         allowed_domains: Iterable[str] = (),
-        max_depth: int = 2,
+        max_depth: int = ScrapeParams.model_fields["depth"].default,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -126,11 +134,13 @@ class ImagesSpider(scrapy.Spider):
         bad = [u for u in urls if not is_http_url(u)]
         if bad:
             raise ValueError(f"start URLs must be absolute http(s) URLs: {bad}")
-        if max_depth < 0:
-            raise ValueError(f"max_depth must be >= 0, got {max_depth}")
+        if not 0 <= max_depth <= ScrapeParams.MAX_DEPTH:
+            raise ValueError(f"max_depth must be in 0..{ScrapeParams.MAX_DEPTH}, got {max_depth}")
         self.start_urls = [canonical_url(u) for u in urls]
-        domains = [d.strip().lower() for d in allowed_domains if d and d.strip()]
-        self.allowed_domains = domains or sorted({urlsplit(u).hostname for u in self.start_urls})
+        self.origins = OriginPolicy(self.start_urls, [d for d in allowed_domains if d and d.strip()])
+        # Scrapy's own OffsiteMiddleware is off (settings.py); scraper.middlewares.OriginGuardMiddleware
+        # enforces self.origins on every request instead.
+        self.allowed_domains = sorted({urlsplit(u).hostname for u in self.start_urls})
         self.max_depth = max_depth
         self.out_dir = Path(".")
         self.previous: dict[str, PreviousImage] = {}
@@ -195,10 +205,10 @@ class ImagesSpider(scrapy.Spider):
                 error=f"already requested from {first_page or 'the start URLs'}",
             )
             return
-        if not host_in_domains(url, self.allowed_domains):
+        if not self.origins.allows(url):
             yield ManifestRow(
                 url=url, status="offsite", page_url=page_url, license=license,
-                error=f"host {urlsplit(url).hostname} is outside allowed_domains {self.allowed_domains}",
+                error=f"outside the allowed origins ({self.origins.describe()})",
             )
             return
         if self.stop_scheduling:
@@ -239,7 +249,7 @@ class ImagesSpider(scrapy.Spider):
         if depth >= self.max_depth:
             return
         for link in extract_links(html, response.url):
-            if not host_in_domains(link, self.allowed_domains) or not self.state.claim_page(link):
+            if not self.origins.allows(link) or not self.state.claim_page(link):
                 continue
             yield self._page_request(link, depth=depth + 1, page_url=response.url)
 
