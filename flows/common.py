@@ -11,12 +11,15 @@ from prefect import get_run_logger
 
 from gencomp.config import Params, load_params
 
-PARAMS_FILE = Path(os.environ.get("GENCOMP_PARAMS", "params.yaml"))
+def params_file() -> Path:
+    """params.yaml of the working directory, or the file $GENCOMP_PARAMS names (read at each call)."""
+    return Path(os.environ.get("GENCOMP_PARAMS", "params.yaml"))
 
 
 def params() -> Params:
-    """The validated params.yaml of the working directory (GENCOMP_PARAMS overrides the path)."""
-    return load_params(PARAMS_FILE)
+    """The whole params file, validated: every stage calls this before any work, so a typo in any section (a
+    grid setting, a training override) stops the first stage that runs, naming the key."""
+    return load_params(params_file())
 
 
 class StageFailed(RuntimeError):

@@ -18,6 +18,10 @@ from gencomp.data.eval_sets import folder_images, shard_images
 from gencomp.evaluate import expand_grid, run_grid, write_results
 
 
+class EvaluationFailed(RuntimeError):
+    """Some (cell, image) units failed and the grid does not allow failures: the stage fails."""
+
+
 @task(name="eval-unit", cache_policy=NO_CACHE)
 def eval_unit(fn, item):
     return fn(item)
@@ -58,6 +62,9 @@ def _evaluate(p: EvaluateParams) -> dict:
     errors = frame[frame["error"].fillna("") != ""] if "error" in frame else frame.iloc[:0]
     for _, row in errors.iterrows():
         print(f"FAILED {row['label']} on {row['image']}: {row['error']}")
+    if len(errors) and not p.allow_failures:
+        raise EvaluationFailed(f"{len(errors)} of {len(frame)} evaluation units failed (recorded in the error column "
+                               f"of {out / 'results.parquet'}); fix them, or set evaluate.allow_failures: true")
     return {"rows": len(frame), "errors": len(errors)}
 
 
