@@ -12,7 +12,7 @@ from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.common import params, run_logged
+from flows.common import params, run_logged, run_stage
 from gencomp.config import EvalDataset, EvaluateParams
 from gencomp.data.eval_sets import folder_images, shard_images
 from gencomp.evaluate import expand_grid, run_grid, write_results
@@ -79,4 +79,4 @@ def evaluate_flow(via_dvc: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    evaluate_flow()
+    run_stage(evaluate_flow)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from flows.common import params
+from flows.common import params, run_stage
 from gencomp.data.shards import write_shards
 
 
@@ -36,4 +36,4 @@ def shard_flow() -> dict:
 
 
 if __name__ == "__main__":
-    shard_flow()
+    run_stage(shard_flow)
