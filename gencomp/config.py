@@ -367,6 +367,13 @@ def _read_yaml(path: Path) -> Any:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
 
 
+def _validated(model: type[BaseModel], raw: Any, path: Path, what: str):
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(f"{path}: invalid {what}:\n{_format_errors(exc)}") from None
+
+
 def load_grid(path: str | Path) -> GridFile:
     """Read and validate a grid file (``gencomp eval --grid``); raises :class:`ParamsError` naming the key."""
     path = Path(path)
@@ -375,10 +382,7 @@ def load_grid(path: str | Path) -> GridFile:
         raw = {"grid": raw}
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a list of grid entries like params.yaml evaluate.grid")
-    try:
-        return GridFile.model_validate(raw)
-    except ValidationError as exc:
-        raise ParamsError(f"{path}: invalid grid:\n{_format_errors(exc)}") from None
+    return _validated(GridFile, raw, path, "grid")
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
@@ -387,7 +391,4 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     raw = _read_yaml(path)
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of stage sections at the top level")
-    try:
-        return Params.model_validate(raw)
-    except ValidationError as exc:
-        raise ParamsError(f"{path}: invalid parameters:\n{_format_errors(exc)}") from None
+    return _validated(Params, raw, path, "parameters")

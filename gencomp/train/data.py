@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from torch.utils.data import DataLoader
 from gencomp.train.runtime import Runtime
 
 
+@dataclass
 class BatchStream:
     """Endless batches from an iterable dataset, pass after pass, that can restart mid-pass.
 
@@ -22,20 +24,21 @@ class BatchStream:
     the global RNG (which the checkpoint restores for the training noise).
     """
 
-    def __init__(self, dataset, *, batch_size: int, num_workers: int, seed: int, rank: int, epoch: int = 0,
-                 batches: int = 0, pin_memory: bool = False, epochs_per_pass: int = 1):
-        if epochs_per_pass > 1 and not hasattr(dataset, "set_epochs"):
-            raise ValueError(f"epochs_per_pass={epochs_per_pass} needs a dataset with set_epochs(first, count)")
-        self.epochs_per_pass = epochs_per_pass
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.seed = seed
-        self.rank = rank
-        self.epoch = epoch
-        self.batches = batches
-        self.pin_memory = pin_memory
-        self._it = None
+    dataset: Any
+    _: KW_ONLY
+    batch_size: int
+    num_workers: int
+    seed: int
+    rank: int
+    epoch: int = 0
+    batches: int = 0
+    pin_memory: bool = False
+    epochs_per_pass: int = 1
+    _it: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.epochs_per_pass > 1 and not hasattr(self.dataset, "set_epochs"):
+            raise ValueError(f"epochs_per_pass={self.epochs_per_pass} needs a dataset with set_epochs(first, count)")
 
     def _open_epoch(self) -> None:
         if self.epochs_per_pass > 1:

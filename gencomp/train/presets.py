@@ -46,6 +46,16 @@ _COMMON = {
     "channels_last": "auto",  # "auto": on CUDA only
 }
 
+# What both gpu presets share: one H100/H200, long runs, so logs and validations are sparser.
+_GPU = {
+    "log_every": 50,
+    "val_every": 5000,
+    "val_batches": 16,
+    "num_workers": 8,
+    "threads": 0,
+    "compile": True,
+}
+
 # The GAN recipe (BatchNorm generator, a discriminator learning 4x faster than the generator: TTUR, Heusel et al.
 # 2017) is the one that did not collapse to a single output on photos; BENCHMARKS.md "The GAN collapsed, and what
 # fixed it" has the measurements behind it.
@@ -117,13 +127,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "betas": [0.0, 0.99],
             "ema_decay": 0.999,
             "encoder_latent_weight": 0.1,
+            **_GPU,
             "checkpoint_every": 2000,
-            "log_every": 50,
-            "val_every": 5000,
-            "val_batches": 16,
-            "num_workers": 8,
-            "threads": 0,
-            "compile": True,
         },
     },
     "vaegan": {
@@ -211,13 +216,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "quant_step": 0.25,
             "prior_fit_batches": 256,
             "warmup_steps": 1000,
+            **_GPU,
             "checkpoint_every": 5000,
-            "log_every": 50,
-            "val_every": 5000,
-            "val_batches": 16,
-            "num_workers": 8,
-            "threads": 0,
-            "compile": True,
         },
     },
 }
