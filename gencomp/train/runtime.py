@@ -55,7 +55,7 @@ class Runtime:
         if not self.cuda and cfg["threads"] > 0:
             torch.set_num_threads(cfg["threads"])
         self._tf32_before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-        if self.cuda:  # TF32 tensor cores for the fp32 parts of training; codecs keep their own setting
+        if self.cuda:  # TF32 tensor cores for the fp32 parts of training, until the Runtime closes
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
 
