@@ -4,19 +4,34 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections import deque
 from pathlib import Path
 
 from prefect import get_run_logger
 
-from gencomp.config import Params, load_params
+from gencomp.config import Params, ParamsError, load_params
 
-PARAMS_FILE = Path(os.environ.get("GENCOMP_PARAMS", "params.yaml"))
+def params_file() -> Path:
+    """params.yaml of the working directory, or the file $GENCOMP_PARAMS names (read at each call)."""
+    return Path(os.environ.get("GENCOMP_PARAMS", "params.yaml"))
 
 
 def params() -> Params:
-    """The validated params.yaml of the working directory (GENCOMP_PARAMS overrides the path)."""
-    return load_params(PARAMS_FILE)
+    """The whole params file, validated: every stage calls this before any work, so a typo in any section (a
+    grid setting, a training override) stops the first stage that runs, naming the key."""
+    return load_params(params_file())
+
+
+def run_stage(stage_flow) -> None:
+    """`python -m flows.<stage>` (what dvc.yaml runs): validate the whole params file before Prefect starts, so a
+    typo anywhere fails the stage at once with exit code 2 and the key's path; then run the stage's flow."""
+    try:
+        params()
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    stage_flow()
 
 
 class StageFailed(RuntimeError):

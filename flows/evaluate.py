@@ -12,10 +12,14 @@ from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.common import params, run_logged
+from flows.common import params, run_logged, run_stage
 from gencomp.config import EvalDataset, EvaluateParams
 from gencomp.data.eval_sets import folder_images, shard_images
 from gencomp.evaluate import expand_grid, run_grid, write_results
+
+
+class EvaluationFailed(RuntimeError):
+    """Some (cell, image) units failed and the grid does not allow failures: the stage fails."""
 
 
 @task(name="eval-unit", cache_policy=NO_CACHE)
@@ -58,6 +62,9 @@ def _evaluate(p: EvaluateParams) -> dict:
     errors = frame[frame["error"].fillna("") != ""] if "error" in frame else frame.iloc[:0]
     for _, row in errors.iterrows():
         print(f"FAILED {row['label']} on {row['image']}: {row['error']}")
+    if len(errors) and not p.allow_failures:
+        raise EvaluationFailed(f"{len(errors)} of {len(frame)} evaluation units failed (recorded in the error column "
+                               f"of {out / 'results.parquet'}); fix them, or set evaluate.allow_failures: true")
     return {"rows": len(frame), "errors": len(errors)}
 
 
@@ -72,4 +79,4 @@ def evaluate_flow(via_dvc: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    evaluate_flow()
+    run_stage(evaluate_flow)

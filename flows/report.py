@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from flows.common import params
+from flows.common import params, run_stage
 from gencomp.reference import KODAK_REFERENCE_POINTS
 from gencomp.report import build_report
 
@@ -28,4 +28,4 @@ def report_flow() -> dict:
 
 
 if __name__ == "__main__":
-    report_flow()
+    run_stage(report_flow)

@@ -6,34 +6,25 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from flows.common import params
+from flows.common import params, run_stage
+from gencomp.config import ShardParams
 from gencomp.data.shards import write_shards
 
 
 @task(name="write-shards")
-def shard(clusters: str, raw_dir: str, out_dir: str, target_mb: float, row_group_rows: int,
-          split: dict, salt: str, resize: dict | None) -> dict:
-    return write_shards(
-        Path(clusters),
-        Path(raw_dir),
-        Path(out_dir),
-        target_mb=target_mb,
-        row_group_rows=row_group_rows,
-        split_fractions=split,
-        salt=salt,
-        resize=resize,
-    )
+def shard(clusters: Path, raw_dir: Path, p: ShardParams) -> dict:
+    return write_shards(clusters, raw_dir, Path(p.out), target_mb=p.target_mb, row_group_rows=p.row_group_rows,
+                        split_fractions=dict(p.split), salt=p.salt,
+                        resize=p.resize.model_dump() if p.resize else None)
 
 
 @flow(name="shard", log_prints=True)
 def shard_flow() -> dict:
     p = params()
-    manifest = shard(str(Path(p.dedupe.out) / "clusters.parquet"), p.scrape.out, p.shard.out,
-                     p.shard.target_mb, p.shard.row_group_rows, dict(p.shard.split), p.shard.salt,
-                     p.shard.resize.model_dump() if p.shard.resize else None)
+    manifest = shard(Path(p.dedupe.out) / "clusters.parquet", Path(p.scrape.out), p.shard)
     print(f"shards: {manifest.get('split_counts', manifest)}")
     return manifest
 
 
 if __name__ == "__main__":
-    shard_flow()
+    run_stage(shard_flow)

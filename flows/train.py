@@ -16,6 +16,7 @@ from pathlib import Path
 from prefect import flow, task
 
 from flows.common import params, run_logged
+from gencomp.atomic import write_with
 from gencomp.config import load_params
 
 
@@ -33,9 +34,9 @@ def write_params(updates: dict[str, object], path=None) -> None:
     from ruamel.yaml import YAML
     from ruamel.yaml.comments import CommentedMap
 
-    from flows.common import PARAMS_FILE
+    from flows.common import params_file
 
-    path = path or PARAMS_FILE
+    path = Path(path or params_file())
     yaml = YAML()
     yaml.preserve_quotes = True
     yaml.width = 4096  # never fold the long one-line grid entries
@@ -52,15 +53,12 @@ def write_params(updates: dict[str, object], path=None) -> None:
             value = CommentedMap(value)
             value.fa.set_flow_style()
         node[leaf] = value
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as fh:
-        yaml.dump(data, fh)
-    try:
+    def dump_checked(tmp: str) -> None:
+        with open(tmp, "w") as fh:
+            yaml.dump(data, fh)
         load_params(tmp)  # an invalid value is refused before params.yaml is touched
-    except Exception:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(path)
+
+    write_with(path, dump_checked)
 
 
 @task(name="dvc-exp-run")

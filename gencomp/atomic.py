@@ -7,15 +7,21 @@ that writes an output goes through here.
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
 
-# mkstemp creates files readable by their owner only; outputs get the usual permissions (0666 minus umask).
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-_FILE_MODE = 0o666 & ~_UMASK
+def _create_temp(path: Path) -> Path:
+    """A new empty file beside ``path``, created with mode 0666 so that the process's umask (applied by the kernel
+    at creation, whatever it is then) gives outputs their usual permissions; writers reopen it in place."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def write_with(path: str | Path, writer: Callable[[str], None], *, durable: bool = True) -> Path:
@@ -26,17 +32,15 @@ def write_with(path: str | Path, writer: Callable[[str], None], *, durable: bool
     choose, where an fsync per file would cost most of the throughput)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _create_temp(path)
     try:
-        writer(tmp)
+        writer(str(tmp))
         if durable:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
-        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 

@@ -1,15 +1,22 @@
 """params.yaml -> typed, validated settings. The one place that reads and checks parameters.
 
-Every section is a pydantic model that forbids unknown keys, so a typo in params.yaml (or in
-``dvc exp run -S``) fails at once with the path of the bad key instead of being silently ignored.
+Every section is a pydantic model that forbids unknown keys and takes strict types (``threshold: true`` is not
+the integer 1), so a typo in params.yaml (or in ``dvc exp run -S``) fails at once with the path of the bad key
+instead of being silently ignored or failing when its stage runs. The free-form parts are checked against the
+truth they name: grid ``settings`` / ``sweep`` against each codec's declared parameters (the codec registry),
+training ``preset`` / ``overrides`` against the preset tables (:func:`gencomp.train.presets.resolve_preset`).
+Every stage validates the whole file before it does any work, so a typo anywhere stops the first stage that runs.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import SplitResult, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -21,8 +28,17 @@ class ParamsError(ValueError):
     """params.yaml is missing, unreadable or invalid; the message names the file and the key."""
 
 
+class KeyPathError(ValueError):
+    """Raised inside a validator about a key below the field being validated: ``path`` extends the error's
+    location (e.g. ``("settings", "qualty")`` below ``evaluate.grid[3]``)."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str):
+        super().__init__(message)
+        self.path = path
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class DemoSite(_Section):
@@ -198,9 +214,23 @@ class ShardParams(_Section):
 
 
 class TrainParams(_Section):
+    """One training stage; ``preset`` and ``overrides`` are checked against the preset tables by :class:`Params`,
+    which knows the stage's model kind."""
+
     out: str
     preset: str = "demo"
     overrides: dict[str, Any] = {}
+
+    def check(self, kind: str) -> None:
+        from gencomp.train.presets import PresetError, resolve_preset
+
+        try:
+            resolve_preset(kind, self.preset, self.overrides)
+        except PresetError as exc:
+            if exc.key is None:
+                raise KeyPathError(("preset",), str(exc)) from None
+            where = ("overrides", exc.key) if exc.key in self.overrides else ("preset",)
+            raise KeyPathError(where, str(exc)) from None
 
 
 class EvalDataset(_Section):
@@ -226,6 +256,53 @@ class GridEntry(_Section):
     group: str | None = None  # cells of one group form one RD curve (e.g. the VAE-GAN channel rows)
     tables: list[str] = []
 
+    @model_validator(mode="after")
+    def _codec_settings(self) -> GridEntry:
+        check_codec_settings(self.codec, self.settings, self.sweep or {})
+        return self
+
+
+def check_codec_settings(codec: str, settings: dict[str, Any], sweep: dict[str, list[Any]]) -> None:
+    """Check a grid entry against the codec registry: the codec exists, every key is one of its declared
+    parameters with a value of the declared type and choices, and every cell the entry expands to passes the
+    codec's own checks. Where a codec runs (``device``) is checked where it runs, not here."""
+    from gencomp.codecs import REGISTRY  # lazy: the generative codecs pull in torch
+    from gencomp.codecs.base import _coerce as coerce_setting  # the check Codec.__init__ runs per setting
+
+    try:
+        cls = REGISTRY.get(codec)
+    except KeyError as exc:
+        raise KeyPathError(("codec",), str(exc.args[0])) from None
+    declared = {p.name: p for p in cls.params}
+    values = [(("settings", k), [v]) for k, v in settings.items()] + [(("sweep", k), vs) for k, vs in sweep.items()]
+    for path, candidates in values:
+        if path[1] not in declared:
+            raise KeyPathError(path, f"codec {codec!r} has no setting {path[1]!r}; it takes {sorted(declared)}")
+        for i, value in enumerate(candidates):
+            try:
+                coerce_setting(codec, declared[path[1]], value)
+            except ValueError as exc:
+                raise KeyPathError(path + ((i,) if path[0] == "sweep" else ()), str(exc)) from None
+    keys = sorted(sweep)
+    for combo in itertools.product(*(sweep[k] for k in keys)):
+        cell = {**settings, **dict(zip(keys, combo))}
+        if "device" in declared:
+            cell["device"] = "cpu"
+        try:
+            cls(**cell)
+        except (ValueError, TypeError) as exc:
+            raise KeyPathError(("settings",), str(exc)) from None
+
+
+def _expand(grid: list[GridEntry]) -> None:
+    """What only the whole grid can get wrong (two cells with one label, a key both fixed and swept)."""
+    from gencomp.evaluate import expand_grid  # lazy: pandas
+
+    try:
+        expand_grid([entry.model_dump(exclude_none=True) for entry in grid])
+    except ValueError as exc:
+        raise KeyPathError(("grid",), str(exc)) from None
+
 
 class EvaluateParams(_Section):
     out: str = "results"
@@ -234,6 +311,8 @@ class EvaluateParams(_Section):
     workers: int = Field(2, ge=1)
     datasets: list[EvalDataset]
     sample_images: int = Field(1, ge=0)
+    # false: a failed (cell, image) unit fails the stage (its row is still recorded in results.parquet)
+    allow_failures: bool = False
     grid: list[GridEntry]
 
     @model_validator(mode="after")
@@ -243,10 +322,27 @@ class EvaluateParams(_Section):
             raise ValueError(f"dataset names must be unique; got {names}")
         if self.runner == "dask" and not self.dask_address:
             raise ValueError("runner 'dask' needs dask_address (e.g. tcp://127.0.0.1:8786)")
+        _expand(self.grid)
         return self
 
     def grid_spec(self) -> list[dict[str, Any]]:
         """The grid as the plain list of dicts that gencomp.evaluate.expand_grid takes."""
+        return [entry.model_dump(exclude_none=True) for entry in self.grid]
+
+
+class GridFile(_Section):
+    """A grid file of ``gencomp eval --grid``: the list of params.yaml ``evaluate.grid``, or a mapping with
+    ``grid`` and ``allow_failures``."""
+
+    allow_failures: bool = False
+    grid: list[GridEntry]
+
+    @model_validator(mode="after")
+    def _check(self) -> GridFile:
+        _expand(self.grid)
+        return self
+
+    def grid_spec(self) -> list[dict[str, Any]]:
         return [entry.model_dump(exclude_none=True) for entry in self.grid]
 
 
@@ -256,12 +352,61 @@ class ReportParams(_Section):
     reference_points: bool = True
 
 
+_CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
+_CRON_NAMES = {3: ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"),
+               4: ("sun", "mon", "tue", "wed", "thu", "fri", "sat")}
+_CRON_ITEM = re.compile(r"^(\*|(\w+)(?:-(\w+))?)(?:/(\d+))?$")
+
+
+def check_cron(expr: str) -> str:
+    """A standard five-field cron expression (numbers, names, ranges, lists, steps), or ValueError naming the
+    field that is wrong."""
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValueError(f"cron {expr!r} needs 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}")
+    for n, (text, (name, low, high)) in enumerate(zip(fields, _CRON_FIELDS)):
+        names = _CRON_NAMES.get(n, ())
+        for item in text.split(","):
+            match = _CRON_ITEM.match(item.lower())
+            bounds = [match.group(k) for k in (2, 3)] if match else ["?"]
+            values = [names.index(v) + (1 if n == 3 else 0) if v in names else int(v) if v.isdigit() else -1
+                      for v in bounds if v is not None]
+            if not match or any(not low <= v <= high for v in values) or match.group(4) == "0":
+                raise ValueError(f"cron {expr!r}: {item!r} is not a valid {name} ({low}-{high})")
+    return expr
+
+
 class DeploymentsParams(_Section):
     """Prefect deployments served by `python -m flows.deployments` (not a DVC stage)."""
 
     rescrape_cron: str = "0 3 * * 1"  # Mondays 03:00
     timezone: str = "UTC"
     train_presets: list[str] = ["demo", "cpu-full", "gpu"]
+
+    @field_validator("rescrape_cron")
+    @classmethod
+    def _cron(cls, expr: str) -> str:
+        return check_cron(expr)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {name!r} (an IANA name such as UTC or Europe/Paris)") from None
+        return name
+
+    @field_validator("train_presets")
+    @classmethod
+    def _presets(cls, names: list[str]) -> list[str]:
+        from gencomp.train.presets import PRESETS
+
+        for i, name in enumerate(names):
+            for kind, table in PRESETS.items():
+                if name not in table:
+                    raise KeyPathError((i,), f"no {kind} preset {name!r}; presets: {', '.join(table)}")
+        return names
 
 
 class Params(_Section):
@@ -281,27 +426,66 @@ class Params(_Section):
             raise ValueError(f"report.dataset {self.report.dataset!r} is not one of evaluate.datasets {names}")
         return self
 
+    @model_validator(mode="after")
+    def _training_presets(self) -> Params:
+        for kind in ("gan", "vaegan"):
+            try:
+                getattr(self, f"train_{kind}").check(kind)
+            except KeyPathError as exc:
+                raise KeyPathError((f"train_{kind}", *exc.path), str(exc)) from None
+        return self
 
-def _format_errors(exc: ValidationError) -> str:
+
+def key_path(loc: tuple[str | int, ...]) -> str:
+    """``("evaluate", "grid", 3, "settings", "qualty")`` -> ``evaluate.grid[3].settings.qualty``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _format_errors(exc: ValidationError, root: tuple[str | int, ...] = ()) -> str:
     lines = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"  {where}: {err['msg']}")
+        loc, msg = root + tuple(err["loc"]), err["msg"]
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, KeyPathError):
+            loc, msg = loc + cause.path, str(cause)
+        lines.append(f"  {key_path(loc) or '(top level)'}: {msg}")
     return "\n".join(lines)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found (run from the repository root or pass --params)") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+
+
+def _validated(model: type[BaseModel], raw: Any, path: Path, what: str):
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(f"{path}: invalid {what}:\n{_format_errors(exc)}") from None
+
+
+def load_grid(path: str | Path) -> GridFile:
+    """Read and validate a grid file (``gencomp eval --grid``); raises :class:`ParamsError` naming the key."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    if isinstance(raw, list):
+        raw = {"grid": raw}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a list of grid entries like params.yaml evaluate.grid")
+    return _validated(GridFile, raw, path, "grid")
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     """Read and validate params.yaml. Raises :class:`ParamsError` with every problem listed."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: not found (run from the repository root or pass --params)") from None
-    except yaml.YAMLError as exc:
-        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    raw = _read_yaml(path)
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of stage sections at the top level")
-    try:
-        return Params.model_validate(raw)
-    except ValidationError as exc:
-        raise ParamsError(f"{path}: invalid parameters:\n{_format_errors(exc)}") from None
+    return _validated(Params, raw, path, "parameters")

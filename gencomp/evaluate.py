@@ -36,7 +36,6 @@ import os
 import shutil
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -50,10 +49,8 @@ from gencomp import metrics
 from gencomp.codecs.base import get_codec
 from gencomp.data.eval_sets import folder_images, pixels_sha256
 from gencomp.data.images import DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, encode_png, open_image
-
-# the report reads the sample layout, so it defines it; report imports matplotlib only when drawing
-from gencomp.atomic import write_bytes_atomic
-from gencomp.report import ORIGINAL_SAMPLE_NAME, sample_folder, slugify
+from gencomp.atomic import write_bytes_atomic, write_with
+from gencomp.samples import ORIGINAL_SAMPLE_NAME, sample_folder, slugify
 
 log = logging.getLogger(__name__)
 
@@ -179,14 +176,7 @@ def _check_unique_names(cells: Sequence[Cell]) -> None:
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_with(dst, lambda tmp: shutil.copyfile(src, tmp), durable=False)  # no fsync: rebuilt from the cache if lost
 
 
 def write_results(results: pd.DataFrame, path: str | Path) -> Path:

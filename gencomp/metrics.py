@@ -153,9 +153,6 @@ def compression_ratio(bits_per_pixel: float) -> float:
     return 24.0 / bits_per_pixel
 
 
-cr = compression_ratio
-
-
 def ms_ssim_db(value: float) -> float:
     """MS-SSIM on a dB scale, ``-10 log10(1 - ms_ssim)`` (``inf`` at 1), as RD plots in the literature use."""
     if value >= 1.0:

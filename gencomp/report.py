@@ -30,6 +30,7 @@ import pandas as pd
 from gencomp.atomic import write_bytes_atomic
 from gencomp.bdrate import MIN_POINTS, NoOverlapError, bd_quality, bd_rate
 from gencomp.metrics import ms_ssim_db
+from gencomp.samples import ORIGINAL_SAMPLE_NAME, safe_name, sample_folder, slugify  # noqa: F401  (the layout it reads)
 
 POSTER_TABLES = ("table1", "table2")
 DEFAULT_ANCHORS = ("jpeg", "webp", "avif")
@@ -38,26 +39,6 @@ REQUIRED_COLUMNS = ("dataset", "image", "codec", "label", "group", "tables", "by
                     "ms_ssim", "enc_ms", "dec_ms", "error")  # fmt: skip
 PNG_METADATA = {"Software": None}
 FIGURE_DPI = 100
-ORIGINAL_SAMPLE_NAME = "original"
-
-
-# ---------------------------------------------------------------- sample file layout (shared with evaluate)
-
-
-def slugify(label: str) -> str:
-    """File-name form of a label: lower case, runs of anything but [a-z0-9] become '-'."""
-    slug = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
-    return slug or "cell"
-
-
-def safe_name(name: str) -> str:
-    """``name`` itself when it is a plain file name, else its slug (ids like 'a/b' must not nest folders)."""
-    return name if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) and ".." not in name else slugify(name)
-
-
-def sample_folder(samples_dir: str | Path, dataset: str, image: str) -> Path:
-    """Where the sample reconstructions of one image live: ``samples_dir/<dataset>/<image>/``."""
-    return Path(samples_dir) / safe_name(dataset) / safe_name(image)
 
 
 # ---------------------------------------------------------------- small helpers

@@ -36,7 +36,7 @@ def test_evaluate_runs_its_units_on_a_dask_cluster(tmp_path, monkeypatch, prefec
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         _params(tmp_path, cluster.scheduler_address)
         monkeypatch.chdir(tmp_path)
-        monkeypatch.setattr("flows.common.PARAMS_FILE", tmp_path / "params.yaml")
+        monkeypatch.setenv("GENCOMP_PARAMS", str(tmp_path / "params.yaml"))
         from flows.evaluate import evaluate_flow
 
         summary = evaluate_flow()

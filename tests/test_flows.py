@@ -77,3 +77,52 @@ def test_scrape_processes_share_a_redis_queue_with_distinct_worker_ids(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
     with pytest.raises(ParamsError, match="redis_url"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_a_typo_anywhere_stops_a_stage_before_it_starts(tmp_path):
+    """`python -m flows.shard` (what `dvc repro` runs) with a typo in another stage's section: exit code 2,
+    the key's path on stderr, nothing written, and no Prefect run started."""
+    import os
+    import subprocess
+    import sys
+
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    data["shard"]["out"] = str(tmp_path / "shards")
+    data["evaluate"]["grid"][3]["settings"] = {"qualty": 1}
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(data))
+    env = {**os.environ, "GENCOMP_PARAMS": str(params_file), "PREFECT_API_URL": "http://127.0.0.1:9/api"}
+    proc = subprocess.run([sys.executable, "-m", "flows.shard"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "evaluate.grid[3].settings.qualty: codec 'gan-inversion' has no setting 'qualty'" in proc.stderr, proc.stderr
+    assert not (tmp_path / "shards").exists()
+
+
+def test_a_failed_evaluation_unit_fails_the_stage_unless_allowed(tmp_path, monkeypatch, prefect_api):
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    from flows.evaluate import EvaluationFailed, evaluate_flow
+
+    (tmp_path / "pics").mkdir()
+    pixels = np.random.default_rng(0).integers(0, 255, (32, 40, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "pics" / "p.png")
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    data["evaluate"].update({
+        "out": str(tmp_path / "results"), "datasets": [{"name": "pics", "dir": str(tmp_path / "pics")}],
+        "grid": [{"codec": "webp", "settings": {"quality": 30}, "label": "WebP 30"},
+                 {"codec": "vaegan", "settings": {"model": str(tmp_path / "no-such-model.pt")}, "label": "VAE-GAN"}],
+    })
+    data["report"]["dataset"] = "pics"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("GENCOMP_PARAMS", str(tmp_path / "params.yaml"))
+    with pytest.raises(EvaluationFailed, match="1 of 2 evaluation units failed"):
+        evaluate_flow()
+    frame = pd.read_parquet(tmp_path / "results" / "results.parquet")
+    assert frame.set_index("label")["error"].notna().to_dict() == {"WebP 30": False, "VAE-GAN": True}
+
+    data["evaluate"]["allow_failures"] = True
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    assert evaluate_flow() == {"rows": 2, "errors": 1}

@@ -58,9 +58,11 @@ def test_a_file_made_on_either_device_decodes_on_either(codec, settings):
 def test_training_on_gpu_with_bf16_channels_last_and_compile_then_resume(kind, tmp_path):
     tiny = dict(TINY_GAN if kind == "gan" else TINY_VAEGAN, compile=True)
     out = tmp_path / kind
+    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     first = train(kind, data_dir=None, out_dir=out, overrides=tiny, dataset=AstronautCrops(32),
                   val_dataset=AstronautCrops(32, count=8, seed=1), progress=False)
     assert first["device"].startswith("cuda")
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == tf32  # scoped to train()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [v for r in rows for k, v in r.items() if k.startswith("loss")]
     assert losses and all(np.isfinite(losses))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -99,10 +100,6 @@ class Codec(abc.ABC):
         """Hash of the model weights this codec depends on (empty for classical codecs)."""
         return b""
 
-    def describe(self) -> dict[str, Any]:
-        settings = {k: (str(v.path) if hasattr(v, "kind") else v) for k, v in self.settings.items()}
-        return {"name": self.name, "family": self.family, "settings": settings}
-
     def open_container(self, data: bytes) -> Container:
         """Unpack ``data`` and check that this codec can decode its payload."""
         container = unpack(data)
@@ -128,7 +125,10 @@ class Codec(abc.ABC):
 DEFAULT_MODEL_PATHS = {"gan": "models/gan/model.pt", "vaegan": "models/vaegan/model.pt"}
 MODEL_ENV_VARS = {"gan": "GENCOMP_GAN_MODEL", "vaegan": "GENCOMP_VAEGAN_MODEL"}
 
-_model_cache: dict[tuple[str, int, int], LoadedModel] = {}
+# The few model files in use (an evaluation grid reuses one for many images), newest last; bounded, so a long-lived
+# process that sees many retrained files does not keep every one of them in memory.
+MODEL_CACHE_SIZE = 4
+_model_cache: OrderedDict[tuple[str, int, int, str], LoadedModel] = OrderedDict()
 _model_cache_lock = threading.Lock()
 
 
@@ -183,8 +183,12 @@ def load_model_cached(path: str | os.PathLike, device: str = "cpu") -> LoadedMod
     except OSError:
         return load_model(path, map_location=device)  # raises ModelFileError with a clear message
     with _model_cache_lock:
-        if key not in _model_cache:
+        if key in _model_cache:
+            _model_cache.move_to_end(key)
+        else:
             _model_cache[key] = load_model(path, map_location=device)
+            while len(_model_cache) > MODEL_CACHE_SIZE:
+                _model_cache.popitem(last=False)
         return _model_cache[key]
 
 

@@ -32,11 +32,6 @@ class TileGrid:
     def count(self) -> int:
         return self.rows * self.cols
 
-    @property
-    def padded_size(self) -> tuple[int, int]:
-        """(height, width) after padding."""
-        return self.rows * self.tile, self.cols * self.tile
-
 
 def pad_to_multiple(image: np.ndarray, multiple: int) -> np.ndarray:
     """Reflect-pad an ``(H, W, ...)`` array at the bottom and right to multiples of ``multiple``."""

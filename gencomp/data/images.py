@@ -162,11 +162,6 @@ def open_image(
     return img
 
 
-def load_rgb(data: bytes | Path | str, **kwargs) -> np.ndarray:
-    """:func:`open_image` as an HxWx3 uint8 array."""
-    return np.asarray(open_image(data, **kwargs), dtype=np.uint8)
-
-
 def encode_png(img: Image.Image) -> bytes:
     """Lossless PNG bytes of an image (what shards and decoded outputs store)."""
     buf = io.BytesIO()

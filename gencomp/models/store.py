@@ -61,7 +61,8 @@ def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
-def fingerprint_bytes(data: bytes) -> str:
+def file_fingerprint(data: bytes) -> str:
+    """The fingerprint of a model file: the first 16 hex digits of the sha256 of its bytes."""
     return hashlib.sha256(data).hexdigest()[:16]
 
 
@@ -76,7 +77,7 @@ def save_model(path: str | os.PathLike, *, kind: str, config: dict[str, Any],
     torch.save(payload, buf)
     data = buf.getvalue()
     write_bytes_atomic(Path(path), data)
-    return fingerprint_bytes(data)
+    return file_fingerprint(data)
 
 
 def save_gan(path: str | os.PathLike, *, generator: Generator, encoder: InversionEncoder,
@@ -114,7 +115,7 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "c
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION or payload.get("kind") not in KINDS:
         raise ModelFileError(f"{path}: not a gencomp model file of format {FORMAT_VERSION}")
     kind, config, states = payload["kind"], payload["config"], payload["state_dict"]
-    loaded = LoadedModel(kind=kind, config=config, fingerprint=fingerprint_bytes(data), path=path,
+    loaded = LoadedModel(kind=kind, config=config, fingerprint=file_fingerprint(data), path=path,
                          metadata=payload.get("metadata", {}))
     try:
         if kind == "gan":

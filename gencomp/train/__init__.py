@@ -1,4 +1,4 @@
-"""Training: one loop for the GAN (+ inversion encoder) and the VAE-GAN, presets, checkpoints, logging.
+"""Training: one loop (loop.py) for the GAN (+ inversion encoder) and the VAE-GAN recipes, presets, checkpoints, logging.
 
 Import :func:`gencomp.train.loop.train` where it is used; this package's import stays light.
 """

@@ -46,12 +46,19 @@ _COMMON = {
     "channels_last": "auto",  # "auto": on CUDA only
 }
 
-# GAN stability, measured as the per-pixel std of 64 samples across z (photos: ~0.5; collapsed: ~0). The first
-# recipe (PixelNorm generator, equal rates 2e-4 / 2e-4) collapsed to one output whatever z: 0.024 (demo preset,
-# 600 steps on the photo corpus); the first cpu-full model inverted Kodak at 12 dB. Gradient clipping was not
-# the cause (0.015 without it). A discriminator 4x faster than the generator (TTUR: Heusel et al. 2017; SAGAN's
-# 4e-4 / 1e-4) fixed the demo (0.23) but not cpu-full (0.001 at step 1000), nor did adding minibatch-stddev to
-# the discriminator (0.004 at step 250). A BatchNorm generator (g_norm: batch) did: 0.53 (tile 64, 300 steps).
+# What both gpu presets share: one H100/H200, long runs, so logs and validations are sparser.
+_GPU = {
+    "log_every": 50,
+    "val_every": 5000,
+    "val_batches": 16,
+    "num_workers": 8,
+    "threads": 0,
+    "compile": True,
+}
+
+# The GAN recipe (BatchNorm generator, a discriminator learning 4x faster than the generator: TTUR, Heusel et al.
+# 2017) is the one that did not collapse to a single output on photos; BENCHMARKS.md "The GAN collapsed, and what
+# fixed it" has the measurements behind it.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "gan": {
         "demo": {
@@ -78,10 +85,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "cpu-full": {
             **_COMMON,
-            # The settings of the shipped GAN (which was cut at step 2,000 and resumed). Run uninterrupted on
-            # 2026-11-26 they gave 15.4 dB (6 Kodak images at 256 px, 100 inversion steps) against the shipped
-            # 17.7 dB; 5,000 + 1,500 steps with ema 0.999 gave 15.6 dB (BENCHMARKS.md): inversion quality
-            # varies a lot between CPU runs. ~1.05 steps/s with --set threads=2 on 2 idle cores: about 52 min.
+            # the recipe of the shipped GAN, ~52 min at --set threads=2 on 2 idle cores; inversion quality varies
+            # a lot between CPU runs of it (BENCHMARKS.md "The GAN cpu-full preset, run to its end")
             "steps": 2_500,
             "encoder_steps": 700,
             "batch_size": 32,
@@ -122,13 +127,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "betas": [0.0, 0.99],
             "ema_decay": 0.999,
             "encoder_latent_weight": 0.1,
+            **_GPU,
             "checkpoint_every": 2000,
-            "log_every": 50,
-            "val_every": 5000,
-            "val_batches": 16,
-            "num_workers": 8,
-            "threads": 0,
-            "compile": True,
         },
     },
     "vaegan": {
@@ -162,8 +162,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "cpu-full": {
             **_COMMON,
             # the recipe of the shipped default model: rate-aware (learned prior, rate term), MSE, a light
-            # adversarial term for the last 3k steps. Measured ~0.23 s/step on one core (width 64, 128-px
-            # crops, subpixel decoder): 18k steps take ~1.2 h. rate_lambda=0 gives the poster-style model.
+            # adversarial term for the last 3k steps; ~1.2 h on one core (BENCHMARKS.md "CPU runs behind the
+            # shipped default models"). rate_lambda=0 gives the poster-style model.
             "steps": 18_000,
             "batch_size": 8,
             "crop": 128,
@@ -216,16 +216,19 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "quant_step": 0.25,
             "prior_fit_batches": 256,
             "warmup_steps": 1000,
+            **_GPU,
             "checkpoint_every": 5000,
-            "log_every": 50,
-            "val_every": 5000,
-            "val_batches": 16,
-            "num_workers": 8,
-            "threads": 0,
-            "compile": True,
         },
     },
 }
+
+class PresetError(ValueError):
+    """A preset name, or an override, that cannot be used; ``key`` names the setting (None: the preset name)."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
+
 
 _CHOICES = {
     "lr_decay": ("cosine", "none"),
@@ -237,65 +240,88 @@ _CHOICES = {
 }
 
 
+# Every number's valid range: (minimum, minimum included, maximum or None, maximum included).
+_AT_LEAST_1 = (1, True, None, False)
+_POSITIVE = (0, False, None, False)
+_NOT_NEGATIVE = (0, True, None, False)
+_RANGES: dict[str, tuple] = {
+    **dict.fromkeys(["steps", "batch_size", "checkpoint_every", "log_every", "val_every", "crops_per_image",
+                     "epochs_per_pass", "downscale_to", "latent_dim", "tile", "g_width", "d_width", "e_width",
+                     "max_channels", "width", "downsample", "crop", "prior_fit_batches"], _AT_LEAST_1),
+    **dict.fromkeys(["lr_g", "lr_d", "lr_encoder", "lr", "lr_prior", "grad_clip", "quant_step"], _POSITIVE),
+    **dict.fromkeys(["seed", "num_workers", "threads", "warmup_steps", "max_time_s", "val_batches", "encoder_steps",
+                     "adv_start", "encoder_latent_weight", "msssim_weight", "kl_weight", "adv_weight",
+                     "rate_lambda"], _NOT_NEGATIVE),
+    "lr_min_factor": (0, True, 1, True),
+    "ema_decay": (0, True, 1, False),
+}
+
+
 def resolve_preset(kind: str, name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The preset ``name`` for ``kind`` with ``overrides`` applied, validated. Returns a fresh dict."""
+    """The preset ``name`` for ``kind`` with ``overrides`` applied, validated. Returns a fresh dict; raises
+    :class:`PresetError` naming the setting."""
     if kind not in PRESETS:
-        raise ValueError(f"unknown model kind {kind!r}; valid kinds: {', '.join(PRESETS)}")
+        raise PresetError(f"unknown model kind {kind!r}; valid kinds: {', '.join(PRESETS)}")
     if name not in PRESETS[kind]:
-        raise ValueError(f"unknown {kind} preset {name!r}; valid presets: {', '.join(PRESETS[kind])}")
+        raise PresetError(f"unknown {kind} preset {name!r}; valid presets: {', '.join(PRESETS[kind])}")
     cfg = copy.deepcopy(PRESETS[kind][name])
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(cfg))
     if unknown:
-        raise ValueError(f"unknown {kind} training setting(s) {unknown}; valid keys: {', '.join(sorted(cfg))}")
+        raise PresetError(f"unknown {kind} training setting(s) {unknown}; valid keys: {', '.join(sorted(cfg))}",
+                          unknown[0])
     for key, value in overrides.items():
-        default = cfg[key]
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ValueError(f"setting {key!r} must be true/false, got {value!r}")
-        elif isinstance(default, int) and not isinstance(default, bool):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"setting {key!r} must be an integer, got {value!r}")
-        elif isinstance(default, float):
-            if isinstance(value, str):
-                # YAML 1.1 (PyYAML) reads "3e-4" as a string: it needs "3.0e-4". Accept the common spelling.
-                try:
-                    value = float(value)
-                except ValueError:
-                    pass
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"setting {key!r} must be a number, got {value!r}")
-            value = float(value)
-        elif isinstance(default, list):
-            if not isinstance(value, (list, tuple)):
-                raise ValueError(f"setting {key!r} must be a list, got {value!r}")
-            value = list(value)
-        cfg[key] = value
+        cfg[key] = _typed(key, cfg[key], value)
     for key, allowed in _CHOICES.items():
         if key in cfg and cfg[key] not in allowed:
-            raise ValueError(f"setting {key!r} must be one of {allowed}, got {cfg[key]!r}")
+            raise PresetError(f"setting {key!r} must be one of {allowed}, got {cfg[key]!r}", key)
     _check_ranges(kind, cfg)
     return cfg
 
 
+def _typed(key: str, default: Any, value: Any) -> Any:
+    """``value`` as the type of the preset's ``default`` (strict: true is not 1, 1.5 is not an integer)."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise PresetError(f"setting {key!r} must be true/false, got {value!r}", key)
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PresetError(f"setting {key!r} must be an integer, got {value!r}", key)
+    elif isinstance(default, float):
+        if isinstance(value, str):
+            # YAML 1.1 (PyYAML) reads "3e-4" as a string: it needs "3.0e-4". Accept the common spelling.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise PresetError(f"setting {key!r} must be a number, got {value!r}", key)
+        value = float(value)
+    elif isinstance(default, list):
+        if not isinstance(value, (list, tuple)):
+            raise PresetError(f"setting {key!r} must be a list, got {value!r}", key)
+        value = list(value)
+    elif isinstance(default, str) and not isinstance(value, str):
+        raise PresetError(f"setting {key!r} must be a string, got {value!r}", key)
+    return value
+
+
 def _check_ranges(kind: str, cfg: dict[str, Any]) -> None:
-    if cfg["threads"] < 0:
-        raise ValueError("setting 'threads' must be >= 0 (0: torch's default)")
-    positive = ["steps", "batch_size", "checkpoint_every", "log_every", "val_every"]
-    for key in positive:
-        if cfg[key] < 1:
-            raise ValueError(f"setting {key!r} must be >= 1, got {cfg[key]}")
+    for key, (low, low_in, high, high_in) in _RANGES.items():
+        if key not in cfg:
+            continue
+        v = cfg[key]
+        if (v < low if low_in else v <= low) or (high is not None and (v > high if high_in else v >= high)):
+            bounds = f"{'>=' if low_in else '>'} {low}" + (f" and {'<=' if high_in else '<'} {high}" if high else "")
+            raise PresetError(f"setting {key!r} must be {bounds}, got {v!r}", key)
     if kind == "gan":
-        if cfg["encoder_steps"] < 0:
-            raise ValueError("setting 'encoder_steps' must be >= 0")
-        if not 0.0 <= cfg["ema_decay"] < 1.0:
-            raise ValueError("setting 'ema_decay' must be in [0, 1)")
+        betas = cfg["betas"]
+        if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+            raise PresetError(f"setting 'betas' must be two numbers in [0, 1), got {betas!r}", "betas")
     else:
         if cfg["crop"] % cfg["downsample"]:
-            raise ValueError(f"crop {cfg['crop']} must be divisible by downsample {cfg['downsample']}")
-        if not cfg["channel_set"] or max(cfg["channel_set"]) > cfg["max_channels"] or min(cfg["channel_set"]) < 1:
-            raise ValueError(f"channel_set {cfg['channel_set']} must lie within 1..max_channels")
-        if cfg["rate_lambda"] < 0 or cfg["kl_weight"] < 0 or cfg["adv_weight"] < 0:
-            raise ValueError("loss weights must be >= 0")
-        if cfg["quant_step"] <= 0:
-            raise ValueError("setting 'quant_step' must be > 0")
+            raise PresetError(f"crop {cfg['crop']} must be divisible by downsample {cfg['downsample']}", "crop")
+        channel_set = cfg["channel_set"]
+        if (not channel_set or not all(isinstance(c, int) and not isinstance(c, bool) for c in channel_set)
+                or max(channel_set) > cfg["max_channels"] or min(channel_set) < 1):
+            raise PresetError(f"channel_set {channel_set} must be integers within 1..max_channels", "channel_set")

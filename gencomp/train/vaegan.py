@@ -1,0 +1,196 @@
+"""The VAE-GAN recipe: one switchable model, a channel count drawn per step; the latent prior is learned with a
+rate term (``rate_lambda`` > 0) or fitted to the latents after training (poster-style). Validation compresses the
+validation crops with the ``vaegan`` codec from the model file at every channel count: PSNR, SSIM and bits per
+pixel of the files."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
+
+from gencomp.codecs.base import get_codec
+from gencomp.models.gan import d_hinge_loss, g_hinge_loss
+from gencomp.models.prior import GaussianChannelPrior
+from gencomp.models.store import LoadedModel, save_vaegan
+from gencomp.models.vaegan import VAEGAN, PatchDiscriminator, kl_divergence
+from gencomp.train.data import first_batches
+from gencomp.train.logging import image_grid
+from gencomp.train.recipe import Recipe, clip, lr_factor, measure, set_lr
+
+
+class VAEGANRecipe(Recipe):
+    kind = "vaegan"
+
+    def __init__(self, cfg: dict[str, Any], rt):
+        super().__init__(cfg, rt)
+        self.crop = cfg["crop"]
+        self.total_steps = cfg["steps"]
+        self.rate_aware = cfg["rate_lambda"] > 0
+        self.quant_step = 1.0 if self.rate_aware else cfg["quant_step"]  # the rate term's noise has width 1
+        self.prior_fitted = False
+        self.channel_set = sorted(cfg["channel_set"], reverse=True)
+        self.model = VAEGAN(cfg["max_channels"], tuple(cfg["channel_set"]), cfg["width"], cfg["downsample"],
+                            upsample=cfg["upsample"])
+        self.D = PatchDiscriminator(cfg["d_width"])
+        self.prior = GaussianChannelPrior(cfg["max_channels"])
+        rt.place(self.model, self.D)
+        self.prior.to(rt.device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg["lr"])
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg["lr_d"], betas=(0.5, 0.9))
+        self.opt_prior = torch.optim.Adam(self.prior.parameters(), lr=cfg["lr_prior"])  # its own rate
+        self.models = {"model": self.model, "discriminator": self.D, "prior": self.prior}
+        self.optimizers = {"model": self.opt, "discriminator": self.opt_d, "prior": self.opt_prior}
+
+    def distribute(self) -> None:
+        self.model_run, self.D_run = self.rt.distribute(self.model), self.rt.distribute(self.D)
+
+    def step(self, step: int, x: torch.Tensor) -> tuple[str, dict[str, float]]:
+        cfg, rt, n = self.cfg, self.rt, x.shape[0]
+        factor = lr_factor(step, self.total_steps, cfg)
+        for opt, base in ((self.opt, cfg["lr"]), (self.opt_d, cfg["lr_d"]), (self.opt_prior, cfg["lr_prior"])):
+            set_lr(opt, base, factor)
+        channels = self.channel_set[int(torch.randint(len(self.channel_set), ()).item())]
+        mask = self.model.channel_mask(channels, device=rt.device)
+        noise = None
+        if self.rate_aware:  # uniform noise stands in for rounding (Balle et al.), differentiable
+            side = cfg["crop"] // cfg["downsample"]
+            noise = torch.rand(n, cfg["max_channels"], side, side, device=rt.device) - 0.5
+        adversarial = cfg["adv_weight"] > 0 and step > cfg["adv_start"]
+        with rt.autocast():
+            x_hat, mu, logvar, y = self.model_run(x, mask, noise, True)
+        x_hat, mu, logvar, y = x_hat.float(), mu.float(), logvar.float(), y.float()
+        loss_d = self._discriminator_step(x, x_hat) if adversarial else torch.zeros(())
+        loss, parts = self._loss(x, x_hat, mu, logvar, y, mask, channels, adversarial)
+
+        self.opt.zero_grad(set_to_none=True)
+        self.opt_prior.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = clip(self.model, cfg["grad_clip"])
+        self.opt.step()
+        if self.rate_aware:
+            # the prior is used through likelihood(), not forward(), so DDP cannot sync it: average by hand
+            rt.all_reduce_mean_(p.grad for p in self.prior.parameters() if p.grad is not None)
+            clip(self.prior, cfg["grad_clip"])
+            self.opt_prior.step()
+        return "vaegan", {"loss": loss.item(), **parts, "loss_d": loss_d.item(), "channels": channels,
+                          "grad_norm": grad_norm, "lr": self.opt.param_groups[0]["lr"]}
+
+    def _discriminator_step(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        with self.rt.autocast():
+            scores = self.D_run(torch.cat([x, x_hat.detach()])).float()
+            loss_d = d_hinge_loss(scores[: x.shape[0]], scores[x.shape[0]:])
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        clip(self.D, self.cfg["grad_clip"])
+        self.opt_d.step()
+        return loss_d
+
+    def _loss(self, x, x_hat, mu, logvar, y, mask, channels: int, adversarial: bool):
+        cfg = self.cfg
+        recon = F.mse_loss(x_hat, x) if cfg["recon_loss"] == "mse" else F.l1_loss(x_hat, x)
+        loss, parts = recon, {"recon": recon.item()}
+        if cfg["msssim_weight"] > 0:
+            msssim = ms_ssim_loss(x_hat, x)
+            loss = loss + cfg["msssim_weight"] * msssim
+            parts["ms_ssim_loss"] = msssim.item()
+        # KL per image pixel (nats): same scale at every crop size and downsampling factor
+        kl = kl_divergence(mu, logvar, mask) / cfg["downsample"] ** 2
+        if cfg["kl_weight"] > 0:
+            loss = loss + cfg["kl_weight"] * kl
+        parts["kl"] = kl.item()
+        if self.rate_aware:
+            bpp = self.prior.bits(y[:, :channels]) / (x.shape[0] * x.shape[2] * x.shape[3])
+            loss = loss + cfg["rate_lambda"] * bpp
+            parts["bpp"] = bpp.item()
+        if adversarial:
+            self.D.requires_grad_(False)
+            with self.rt.autocast():
+                loss_adv = g_hinge_loss(self.D(x_hat).float())
+            self.D.requires_grad_(True)
+            loss = loss + cfg["adv_weight"] * loss_adv
+            parts["loss_adv"] = loss_adv.item()
+        return loss, parts
+
+    def finish(self, train_ds) -> None:
+        if not self.rate_aware:
+            self._fit_prior(train_ds)
+        self.prior_fitted = not self.rate_aware
+
+    def _fit_prior(self, train_ds) -> None:
+        """Poster-style (rate_lambda = 0): set the prior to the per-channel mean/std of mu / quant_step, over
+        ``prior_fit_batches`` batches per rank from the start of epoch 0 (deterministic), all-reduced."""
+        cfg, rt = self.cfg, self.rt
+        stats = torch.zeros(3, cfg["max_channels"], dtype=torch.float64, device=rt.device)
+        self.model.eval()
+        with torch.no_grad():
+            for batch in first_batches(train_ds, cfg["batch_size"], cfg["prior_fit_batches"]):
+                with rt.autocast():
+                    symbols = (self.model.encode(rt.to_device(batch)).float() / self.quant_step).double()
+                stats[0] += symbols[:, 0].numel()
+                stats[1] += symbols.sum(dim=(0, 2, 3))
+                stats[2] += symbols.pow(2).sum(dim=(0, 2, 3))
+        self.model.train()
+        rt.all_reduce_sum_(stats)
+        if stats[0, 0] == 0:
+            print("warning: no training batches to fit the latent prior; it stays N(0, 1)", file=sys.stderr)
+            return
+        self.prior.fit(stats[0], stats[1], stats[2])
+
+    def summary(self) -> dict[str, Any]:
+        return {"quant_step": self.quant_step, "rate_aware": self.rate_aware, "prior_fitted": not self.rate_aware}
+
+    def export(self, path: Path, metadata: dict[str, Any]) -> str:
+        return save_vaegan(path, model=self.model, prior=self.prior, quant_step=self.quant_step,
+                           prior_fitted=self.prior_fitted, metadata=metadata)
+
+    def validate(self, model: LoadedModel, val_batches: list[torch.Tensor], *, final: bool):
+        """Every channel count through the codec. Rates once the prior means something (learned as it trains,
+        or fitted at the end): ``file_bpp_c<C>``, the files' sizes; ``bpp_c<C>``, the information content of the
+        symbols each file stores under the model's prior -- the files without the container header and the
+        entropy coder's 32-bit word padding, which dominate a small crop's file."""
+        if not val_batches:
+            return {}, None
+        metrics: dict[str, float] = {}
+        rows = [val_batches[0][:8]]
+        for c in self.channel_set:
+            codec = get_codec("vaegan", model=model, channels=c, device=self.rt.device.type)
+            scores, decoded = measure(codec, val_batches, payload_bits=lambda data, codec=codec: _symbol_bits(
+                codec, model, data))
+            metrics[f"psnr_c{c}"], metrics[f"ssim_c{c}"] = scores["psnr"], scores["ssim"]
+            if final or self.rate_aware:
+                metrics[f"bpp_c{c}"], metrics[f"file_bpp_c{c}"] = scores["payload_bpp"], scores["file_bpp"]
+            rows.append(decoded)
+        return metrics, image_grid(torch.cat([r.float().cpu() for r in rows]), columns=min(8, len(rows[0])))
+
+
+def _symbol_bits(codec, model: LoadedModel, data: bytes) -> float:
+    """Information content, under the model's prior, of the latent symbols a ``vaegan`` file stores."""
+    latent, _, _ = codec.latent_from_container(data)
+    symbols = torch.from_numpy(np.round(latent / model.quant_step)).unsqueeze(0)
+    with torch.no_grad():
+        return float(model.prior.bits(symbols.to(model.prior.mean.device)))
+
+
+def ms_ssim_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """1 - MS-SSIM on [0,1] images, differentiable, with as many scales as the crop holds (<= 5)."""
+    weights = torch.tensor([0.0448, 0.2856, 0.3001, 0.2363, 0.1333], device=x.device)
+    scales = 1
+    while scales < 5 and min(x.shape[-2:]) > 10 * 2**scales:
+        scales += 1
+    weights = weights[:scales] / weights[:scales].sum()
+    win = _fspecial_gauss_1d(11, 1.5).repeat(3, 1, 1, 1).to(x.device, x.dtype)
+    values = []
+    for level in range(scales):
+        ssim_pc, cs = _ssim(x, y, data_range=1.0, win=win, size_average=False)
+        if level < scales - 1:
+            values.append(torch.relu(cs))
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+    values.append(torch.relu(ssim_pc))
+    msssim = torch.prod(torch.stack(values, 0) ** weights.view(-1, 1, 1), dim=0)
+    return 1.0 - msssim.mean()
