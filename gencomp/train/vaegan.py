@@ -159,7 +159,8 @@ class VAEGANRecipe(Recipe):
         metrics: dict[str, float] = {}
         rows = [val_batches[0][:8]]
         for c in self.channel_set:
-            codec = get_codec("vaegan", model=model, channels=c, device=self.rt.device.type)
+            # the model as trained: the encoder's own latent, no per-image refinement (that is an encoder choice)
+            codec = get_codec("vaegan", model=model, channels=c, refine_steps=0, device=self.rt.device.type)
             scores, decoded = measure(codec, val_batches, payload_bits=lambda data, codec=codec: _symbol_bits(
                 codec, model, data))
             metrics[f"psnr_c{c}"], metrics[f"ssim_c{c}"] = scores["psnr"], scores["ssim"]
