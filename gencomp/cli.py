@@ -174,6 +174,8 @@ def train(
     preset: Annotated[str, typer.Option(help="demo, cpu-full or gpu.")] = "demo",
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in OUT.")] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a preset key: key=value.")] = None,
+    init_from: Annotated[Optional[str], typer.Option(
+        help="Start from this model file's weights (or a shipped model: gan-default, vaegan-default).")] = None,
 ) -> None:
     """Train the GAN or the VAE-GAN with the same code the pipeline uses."""
     from gencomp.train.checkpoint import CHECKPOINT_NAME
@@ -183,6 +185,8 @@ def train(
     if kind not in ("gan", "vaegan"):
         fail(f"KIND must be gan or vaegan, not {kind!r}")
     overrides = parse_settings(set_ or [])
+    if init_from is not None:
+        overrides["init_from"] = init_from
     try:  # settings errors are the user's, and read better without a traceback
         resolve_preset(kind, preset, overrides)
     except ValueError as exc:

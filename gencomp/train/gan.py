@@ -48,6 +48,11 @@ class GANRecipe(Recipe):
         self.optimizers = {"generator": self.opt_g, "discriminator": self.opt_d, "encoder": self.opt_e}
         self.sample_z = torch.randn(SAMPLES, cfg["latent_dim"], generator=torch.Generator().manual_seed(SAMPLE_SEED))
 
+    def init_pairs(self, model: LoadedModel) -> list:
+        # the file holds the EMA generator: the live generator and its average both start from it
+        return [("generator", self.G, model.generator), ("generator_ema", self.G_ema, model.generator),
+                ("encoder", self.E, model.encoder)]
+
     def distribute(self) -> None:
         self.G_run, self.D_run, self.E_run = (self.rt.distribute(m) for m in (self.G, self.D, self.E))
 

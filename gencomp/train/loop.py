@@ -39,6 +39,7 @@ from gencomp.models.store import load_model
 from gencomp.train.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from gencomp.train.data import BatchStream, first_batches, make_datasets
 from gencomp.train.gan import GANRecipe
+from gencomp.train.init_from import initialise
 from gencomp.train.logging import TrainLogger
 from gencomp.train.presets import resolve_preset
 from gencomp.train.recipe import Recipe
@@ -53,10 +54,10 @@ MODEL_NAME = "model.pt"
 # Settings that may change between a checkpoint and its resumption (schedules, logging, workers); any other
 # difference means the checkpoint belongs to a different experiment and resuming it would mix the two.
 RESUMABLE_CHANGES = {"steps", "encoder_steps", "checkpoint_every", "log_every", "val_every", "val_batches",
-                     "num_workers", "threads", "compile", "max_time_s"}
+                     "num_workers", "threads", "compile", "max_time_s", "init_from"}
 # Settings added after checkpoints were first written, with the value that reproduces how older code behaved:
 # an older checkpoint lacks them, and must still resume when they have that value.
-ADDED_SETTINGS = {"epochs_per_pass": 1}
+ADDED_SETTINGS = {"epochs_per_pass": 1, "init_from": ""}
 WARMUP_STEPS = 20  # steps left out of steady_images_per_s (compilation and autotuning happen in them)
 
 
@@ -90,7 +91,9 @@ def train(kind: str, *, data_dir: str | os.PathLike | None, out_dir: str | os.Pa
         seed_everything(cfg["seed"])
         recipe = RECIPES[kind](cfg, rt)
         seed_everything(cfg["seed"] + 1 + rt.rank)
-        tally, epoch, batches = Tally(), 0, 0
+        tally, epoch, batches, initialised_from = Tally(), 0, 0, None
+        if state is None and cfg["init_from"]:
+            initialised_from = initialise(recipe, cfg["init_from"])
         if state is not None:
             _load_weights(recipe, state, out_dir)
             tally.step, tally.samples_consumed = state["step"], state["samples_consumed"]
@@ -134,6 +137,7 @@ def train(kind: str, *, data_dir: str | os.PathLike | None, out_dir: str | os.Pa
             "kind": kind, "preset": preset, "step": tally.step, "total_steps": recipe.total_steps,
             "world_size": rt.world_size, "device": str(rt.device), **recipe.summary(),
             "resumed_from_step": state["step"] if state is not None else None,
+            "initialised_from": initialised_from,
             "stopped_early": tally.step < recipe.total_steps,
         }
         if rt.is_main:

@@ -17,6 +17,9 @@ from typing import Any
 # Keys shared by both kinds (the loop reads them the same way for each).
 _COMMON = {
     "seed": 0,
+    # a model file (or a shipped model's name, e.g. "vaegan-default") whose matching weights a fresh run starts
+    # from; "" starts from random weights. Ignored on --resume: the checkpoint has the weights.
+    "init_from": "",
     "batch_size": 16,
     "num_workers": 0,  # DataLoader workers per process
     # torch intra-op threads on CPU (0: torch's default). 1 by default because on a shared 2-core machine two

@@ -36,6 +36,10 @@ class Recipe:
     def distribute(self) -> None:
         """Wrap the modules the step runs (DDP, torch.compile); called once any checkpoint is loaded."""
 
+    def init_pairs(self, model: LoadedModel) -> list[tuple[str, nn.Module, nn.Module]]:
+        """(name, module of this run, module of the model file ``model``) whose weights ``init_from`` copies."""
+        raise NotImplementedError
+
     def step(self, step: int, batch: torch.Tensor) -> tuple[str, dict[str, float]]:
         """One optimisation step on ``batch`` (N, 3, crop, crop) in [0, 1]; returns (phase, losses)."""
         raise NotImplementedError

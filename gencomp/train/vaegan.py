@@ -47,6 +47,9 @@ class VAEGANRecipe(Recipe):
         self.models = {"model": self.model, "discriminator": self.D, "prior": self.prior}
         self.optimizers = {"model": self.opt, "discriminator": self.opt_d, "prior": self.opt_prior}
 
+    def init_pairs(self, model: LoadedModel) -> list:
+        return [("model", self.model, model.model), ("prior", self.prior, model.prior)]
+
     def distribute(self) -> None:
         self.model_run, self.D_run = self.rt.distribute(self.model), self.rt.distribute(self.D)
 
