@@ -369,13 +369,12 @@ def sliced_wasserstein(a: np.ndarray, b: np.ndarray, directions: Sequence[np.nda
     """
     if a.shape != b.shape:
         raise ValueError(f"descriptor sets differ in shape: {a.shape} vs {b.shape}")
-    results = []
-    for raw in directions:
-        dirs = raw / np.sqrt(np.sum(raw * raw, axis=0, keepdims=True))
-        proj_a = np.sort(a @ dirs, axis=0)
-        proj_b = np.sort(b @ dirs, axis=0)
-        results.append(float(np.mean(np.abs(proj_a - proj_b))))
-    return float(np.mean(results))
+    # all repeats in one product (the repeats have equal sizes, so the mean of their means is the overall mean):
+    # one BLAS call instead of four matters on a loaded machine, where each call's threads wait for a core
+    dirs = np.concatenate([raw / np.sqrt(np.sum(raw * raw, axis=0, keepdims=True)) for raw in directions], axis=1)
+    proj_a = np.sort(a @ dirs, axis=0)
+    proj_b = np.sort(b @ dirs, axis=0)
+    return float(np.mean(np.abs(proj_a - proj_b)))
 
 
 def swd_per_level(originals: Sequence[np.ndarray], reconstructions: Sequence[np.ndarray]) -> list[float]:
