@@ -22,8 +22,9 @@ next run); it never stops the grid.
 Each computed unit also stores the SWD patch descriptors of its reconstruction beside its entry
 (``<key>.swd.npy``, and ``images/<pixels>.swd.npy`` for the original): the ``swd_set`` column, the sliced
 Wasserstein distance between a data set's originals and their reconstructions by one cell, is computed from
-them after every run, so cached units count without being decoded again. Entries written before the
-perceptual columns existed (no ``haarpsi``, ... or no descriptors) are computed again.
+them, so cached units count without being decoded again; the value is cached under ``sets/`` by the set of
+unit keys. Entries written before the perceptual columns existed (no ``haarpsi``, ... or no descriptors) are
+computed again.
 
 Units go through ``map_fn(fn, items)``: the function is the module-level :func:`compute_unit` and the items
 are plain dicts holding file paths (images are staged once as PNG under ``cache_dir/images``), so a Prefect
@@ -558,7 +559,8 @@ def _results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 def _set_swd(infos, images, outcomes, cache_dir: Path) -> dict[tuple[int, str], float]:
     """SWD between each data set's originals and their reconstructions by each cell, over its good units.
 
-    NaN for a (cell, data set) whose descriptors cannot all be read (the set would silently shrink)."""
+    Cached under ``cache_dir/sets`` by the set of unit keys, so a fully cached rerun reads one small file per
+    (cell, data set). NaN for a set whose descriptors cannot all be read (the set would silently shrink)."""
     groups: dict[tuple[int, str], list[int]] = collections.defaultdict(list)
     for (ci, ii), outcome in outcomes.items():
         if not outcome.get("error") and outcome.get("key"):
@@ -566,19 +568,36 @@ def _set_swd(infos, images, outcomes, cache_dir: Path) -> dict[tuple[int, str], 
     originals: dict[int, np.ndarray] = {}
     values: dict[tuple[int, str], float] = {}
     for (ci, dataset), members in sorted(groups.items()):
+        members = sorted(members)
+        units = sorted(outcomes[ci, ii]["key"] for ii in members)
+        set_key = hashlib.sha256(canonical_json({"format": CACHE_FORMAT, "swd_set": units}).encode()).hexdigest()
+        set_path = cache_dir / "sets" / set_key[:2] / f"{set_key}.json"
+        try:
+            values[ci, dataset] = float(json.loads(set_path.read_text())["swd_set"])
+            continue
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
         pairs = []
-        for ii in sorted(members):
+        for ii in members:
+            img = images[ii]
             if ii not in originals:
-                image = np.asarray(open_image(images[ii].path))
-                originals[ii] = perceptual.cached_descriptors(image, perceptual.descriptors_path(images[ii].path))
+                path = perceptual.descriptors_path(img.path)
+                stored = perceptual.load_descriptors(path)
+                if stored is None or stored.shape[0] != perceptual.swd_levels(img.width, img.height):
+                    stored = perceptual.cached_descriptors(np.asarray(open_image(img.path)), path)
+                originals[ii] = stored
             entry, _ = _unit_paths(cache_dir, outcomes[ci, ii]["key"])
             reconstruction = perceptual.load_descriptors(perceptual.descriptors_path(entry))
             if reconstruction is None or reconstruction.shape != originals[ii].shape:
-                log.warning("no SWD descriptors for %s on %s", infos[ci].cell.label, images[ii].image)
+                log.warning("no SWD descriptors for %s on %s", infos[ci].cell.label, img.image)
                 pairs = []
                 break
             pairs.append((originals[ii], reconstruction))
-        values[ci, dataset] = perceptual.swd_sets(*zip(*pairs)) if pairs else math.nan
+        if not pairs:
+            values[ci, dataset] = math.nan
+            continue
+        values[ci, dataset] = perceptual.swd_sets(*zip(*pairs))
+        write_bytes_atomic(set_path, json.dumps({"swd_set": values[ci, dataset], "units": units}).encode())
     return values
 
 

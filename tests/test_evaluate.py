@@ -289,6 +289,23 @@ def test_entries_without_the_perceptual_measures_are_computed_again(tmp_path):
     pd.testing.assert_frame_equal(first.drop(columns=timings), second.drop(columns=timings))
 
 
+def test_set_swd_is_cached_by_its_units(tmp_path):
+    cells = expand_grid([{"codec": "test-quantize", "settings": {"levels": 4}}])
+    images = _images(3)
+    first = run_grid(cells, {"d": images}, cache_dir=tmp_path, workers=1)
+    (stored,) = list((tmp_path / "sets").rglob("*.json"))
+    assert json.loads(stored.read_text())["swd_set"] == pytest.approx(first.loc[0, "swd_set"])
+    stored.write_text(json.dumps({"swd_set": 12.5}))  # a rerun reads the stored value, not the descriptors
+    assert (run_grid(cells, {"d": images}, cache_dir=tmp_path, workers=1)["swd_set"] == 12.5).all()
+    stored.write_text("{broken")
+    again = run_grid(cells, {"d": images}, cache_dir=tmp_path, workers=1)
+    assert again.loc[0, "swd_set"] == pytest.approx(first.loc[0, "swd_set"])
+    # another set of images is another set
+    fewer = run_grid(cells, {"d": images[:2]}, cache_dir=tmp_path, workers=1)
+    assert len(list((tmp_path / "sets").rglob("*.json"))) == 2
+    assert fewer.loc[0, "swd_set"] != pytest.approx(first.loc[0, "swd_set"])
+
+
 def test_cache_is_keyed_by_fingerprint_and_image_content(tmp_path):
     cells = expand_grid([{"codec": "test-quantize", "settings": {"levels": 4}}])
     images = _images(2)
