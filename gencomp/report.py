@@ -339,10 +339,12 @@ NOT_MEASURED = "not measured"
 
 def _bd_notes(notes: Sequence[tuple[str, str]]) -> str:
     """One note per row: the PSNR and MS-SSIM notes as they are (the same reasons mostly), those of the
-    perceptual axes named, and axes the results lack (written before they existed) listed once."""
+    perceptual axes named when they say something else, and axes the results lack (written before they
+    existed) listed once."""
     missing = [name for name, note in notes if note == NOT_MEASURED]
-    kept = [note if k < 2 else f"{name}: {note}" for k, (name, note) in enumerate(notes)
-            if note and note != NOT_MEASURED]  # fmt: skip
+    plain = [note for name, note in notes[:2] if note and note != NOT_MEASURED]
+    kept = plain + [f"{name}: {note}" for name, note in notes[2:]
+                    if note and note != NOT_MEASURED and note not in plain]  # fmt: skip
     if missing:
         kept.append(f"{', '.join(missing)} not measured")
     return "; ".join(dict.fromkeys(kept))

@@ -177,6 +177,7 @@ def test_rd_data_and_bdrate(results, tmp_path):
     assert by["VAE-GAN", "jpeg"]["method"] == "pchip"
     assert float(by["VAE-GAN", "jpeg"]["BD-rate PSNR %"]) < 0
     assert by["GAN", "webp"]["BD-rate PSNR %"] == "n/a (no overlap)"
+    assert by["GAN", "webp"]["note"] == "n/a (no overlap)"  # said once, not again per quality axis
     assert by["GAN", "avif"]["note"] == "n/a (no avif curve)"
     assert "n/a (no overlap)" in written["bdrate.md"].read_text()
 
