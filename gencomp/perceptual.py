@@ -28,19 +28,20 @@ colour channel by its own mean and standard deviation; 4 x 128 random unit direc
 difference of the sorted projections, x 1e3 as the paper reports it, averaged over levels. 0 for identical sets,
 lower is better. Defined on *sets* of images (a data set's originals against its reconstructions by one codec
 setting): :func:`swd_sets`. :func:`swd` is the same measure on the set of one image, with the patches of the
-original and of the reconstruction taken at the same places. Differences from the reference, both needed
-because our images are not all square powers of two:
+original and of the reconstruction taken at the same places. Differences from the reference, whose images
+are all of one square power-of-two size:
 
 - depth: the levels are the image's shorter side and its halvings down to 16 px (the paper's rule), at most
   four (bands at full, 1/2 and 1/4 size and the low-pass residual at 1/8: the paper's levels for 128 px
-  images, e.g. CelebA-128 faces); sets that mix image sizes pool each level over the images that have it;
+  images, e.g. CelebA-128 faces), so that images of different sizes in one data set share their levels; sets
+  that mix sizes under 128 px pool each level over the images that have it;
 - odd sizes: the pyramid's upsampling fills the next level's exact shape (cv2.pyrUp with dstsize) instead of
   twice the smaller one.
 
 Randomness is fixed: places and directions come from ``numpy.random.default_rng`` seeded with
 :data:`SWD_SEED` and the level, so every run, thread and machine draws the same ones, and original and
 reconstruction patches pair up. Descriptors are stored in half precision (:func:`swd_descriptors`), which moves
-SWD by about 1e-3 of its value. The normalisation per set makes SWD blind to a global change of contrast at one
+SWD by about 1e-4 of its value. The normalisation per set makes SWD blind to a global change of contrast at one
 level; it compares the shape of the patch distributions, as the paper intends.
 """
 
