@@ -20,7 +20,7 @@ only the new units. A failing unit is recorded in the ``error`` column and is no
 next run); it never stops the grid.
 
 Each computed unit also stores the SWD patch descriptors of its reconstruction beside its entry
-(``<key>.swd.npy``, and ``images/<pixels>.swd.npy`` for the original): the ``swd_set`` column, the sliced
+(``<key>.swd.npz``, and ``images/<pixels>.swd.npz`` for the original): the ``swd_set`` column, the sliced
 Wasserstein distance between a data set's originals and their reconstructions by one cell, is computed from
 them, so cached units count without being decoded again; the value is cached under ``sets/`` by the set of
 unit keys. Entries written before the perceptual columns existed (no ``haarpsi``, ... or no descriptors) are

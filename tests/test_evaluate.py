@@ -278,7 +278,7 @@ def test_entries_without_the_perceptual_measures_are_computed_again(tmp_path):
     old.write_text(json.dumps(entry))
     # and a unit whose SWD descriptors are gone
     other = next(p for p in (tmp_path / "units").rglob("*.json") if p != old)
-    descriptors = other.with_name(other.stem + ".swd.npy")
+    descriptors = other.with_name(other.stem + ".swd.npz")
     assert descriptors.exists()
     descriptors.unlink()
     ENCODES.reset()

@@ -260,7 +260,7 @@ def test_swd_sets_pool_images_and_check_shapes():
 def test_descriptor_files_round_trip(tmp_path):
     image = _photo(64)
     path = perceptual.descriptors_path(tmp_path / "units" / "ab" / "abcdef.json")
-    assert path.name == "abcdef.swd.npy"
+    assert path.name == "abcdef.swd.npz"
     assert perceptual.load_descriptors(path) is None
     stored = perceptual.cached_descriptors(image, path)
     assert path.exists() and np.array_equal(perceptual.load_descriptors(path), stored)
