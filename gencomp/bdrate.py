@@ -7,6 +7,10 @@ for the same quality. BD-quality (BD-PSNR when the quality is PSNR) swaps the ax
 log(rate) and average the quality difference over the shared log-rate interval; positive means the test codec
 is better.
 
+Quality measures where lower is better (GMSD, SWD) work unchanged for BD-rate, which compares rates at equal
+quality whatever the direction of the quality axis. BD-quality takes ``higher_is_better=False`` for them and
+then returns the mean *reduction* (anchor minus test), so that positive still means the test codec is better.
+
 Methods:
 - ``"cubic"``: the original least-squares cubic polynomial (needs at least 4 points per curve);
 - ``"pchip"``: piecewise cubic Hermite interpolation through the points (monotone, no overshoot; the method
@@ -96,12 +100,16 @@ def bd_quality(
     test_quality: Sequence[float],
     *,
     method: str = "cubic",
+    higher_is_better: bool = True,
 ) -> float:
-    """BD-quality (BD-PSNR for PSNR) of the test curve against the anchor (positive: the test is better)."""
+    """BD-quality (BD-PSNR for PSNR) of the test curve against the anchor (positive: the test is better).
+
+    With ``higher_is_better=False`` (GMSD, SWD) the sign is turned: the mean reduction of the measure."""
     log_ra, qa = _validated(anchor_rate, anchor_quality, "anchor", method)
     log_rt, qt = _validated(test_rate, test_quality, "test", method)
     low, high = _overlap(log_ra, log_rt, "log-rate")
-    return _mean_over(log_rt, qt, low, high, method) - _mean_over(log_ra, qa, low, high, method)
+    delta = _mean_over(log_rt, qt, low, high, method) - _mean_over(log_ra, qa, low, high, method)
+    return delta if higher_is_better else -delta
 
 
 bd_psnr = bd_quality

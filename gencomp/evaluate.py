@@ -19,6 +19,13 @@ writes one small JSON file atomically, so a crash loses only the units in flight
 only the new units. A failing unit is recorded in the ``error`` column and is not cached (it is retried on the
 next run); it never stops the grid.
 
+Each computed unit also stores the SWD patch descriptors of its reconstruction beside its entry
+(``<key>.swd.npz``, and ``images/<pixels>.swd.npz`` for the original): the ``swd_set`` column, the sliced
+Wasserstein distance between a data set's originals and their reconstructions by one cell, is computed from
+them, so cached units count without being decoded again; the value is cached under ``sets/`` by the set of
+unit keys. Entries written before the perceptual columns existed (no ``haarpsi``, ... or no descriptors) are
+computed again.
+
 Units go through ``map_fn(fn, items)``: the function is the module-level :func:`compute_unit` and the items
 are plain dicts holding file paths (images are staged once as PNG under ``cache_dir/images``), so a Prefect
 task map or a Dask map can ship them to other processes or machines that share ``cache_dir``.
@@ -32,6 +39,7 @@ import io
 import itertools
 import json
 import logging
+import math
 import os
 import shutil
 import threading
@@ -42,10 +50,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from PIL import Image
 
-from gencomp import metrics
+from gencomp import metrics, perceptual
 from gencomp.codecs.base import get_codec
 from gencomp.data.eval_sets import folder_images, pixels_sha256
 from gencomp.data.images import DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, encode_png, open_image
@@ -57,9 +66,10 @@ log = logging.getLogger(__name__)
 SPEC_KEYS = frozenset({"codec", "settings", "sweep", "label", "group", "tables"})
 RESULT_COLUMNS = [
     "dataset", "image", "sha256", "width", "height", "cell", "codec", "family", "fingerprint", "label",
-    "group", "settings", "tables", "bytes", "bpp", "cr", "psnr", "ssim", "ms_ssim", "enc_ms", "dec_ms", "error",
+    "group", "settings", "tables", "bytes", "bpp", "cr", "psnr", "ssim", "ms_ssim", "haarpsi", "gmsd", "vif", "swd",
+    "swd_set", "enc_ms", "dec_ms", "error",
 ]  # fmt: skip
-METRIC_FIELDS = ("bytes", "bpp", "cr", "psnr", "ssim", "ms_ssim", "enc_ms", "dec_ms")
+METRIC_FIELDS = ("bytes", "bpp", "cr", "psnr", "ssim", "ms_ssim", "haarpsi", "gmsd", "vif", "swd", "enc_ms", "dec_ms")
 CACHE_FORMAT = 1  # bump when the content of a cache entry changes meaning
 
 
@@ -281,6 +291,11 @@ def compute_unit(unit: Mapping[str, Any]) -> dict[str, Any]:
             )
         decoded = decoded.convert("RGB") if decoded.mode != "RGB" else decoded
         rate = metrics.bpp(len(data), original.width, original.height)
+        # SWD from descriptors, kept beside the entry for the data set's SWD (swd_set)
+        descriptors = perceptual.swd_descriptors(np.asarray(decoded))
+        original_descriptors = perceptual.cached_descriptors(
+            np.asarray(original), perceptual.descriptors_path(unit["image_path"])
+        )
         result.update(
             bytes=len(data),
             bpp=rate,
@@ -288,7 +303,9 @@ def compute_unit(unit: Mapping[str, Any]) -> dict[str, Any]:
             enc_ms=enc_ms,
             dec_ms=dec_ms,
             **metrics.all_metrics(original, decoded),
+            swd=perceptual.swd_sets([original_descriptors], [descriptors]),
         )
+        perceptual.save_descriptors(perceptual.descriptors_path(unit["cache_path"]), descriptors)
         if unit.get("reconstruction_path"):
             write_bytes_atomic(Path(unit["reconstruction_path"]), encode_png(decoded))
     except Exception as exc:  # one unit's failure is a result, not the end of the grid
@@ -430,7 +447,11 @@ def run_grid(
             )
             cache_path, recon_path = _unit_paths(cache_dir, key)
             cached = _read_cached(cache_path)
-            if cached is not None and (not img.is_sample or recon_path.exists()):
+            if (
+                cached is not None
+                and (not img.is_sample or recon_path.exists())
+                and perceptual.descriptors_path(cache_path).exists()
+            ):
                 outcomes[ci, ii] = cached
                 continue
             pending.append(
@@ -465,6 +486,7 @@ def run_grid(
 
     if keep_samples:
         _write_samples(infos, images, outcomes, cache_dir, samples_root)
+    swd_sets = _set_swd(infos, images, outcomes, cache_dir)
 
     rows = []
     for (ci, ii), outcome in outcomes.items():
@@ -485,6 +507,7 @@ def run_grid(
                 "settings": info.cell.settings_json,
                 "tables": ",".join(info.cell.tables),
                 **{f: outcome.get(f) for f in METRIC_FIELDS},
+                "swd_set": None if outcome.get("error") else swd_sets.get((ci, img.dataset)),
                 "error": outcome.get("error") or None,
             }
         )
@@ -503,7 +526,8 @@ def _results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     for column in ("width", "height", "cell", "bytes"):
         frame[column] = pd.array(frame[column], dtype="Int64")
-    for column in ("bpp", "cr", "psnr", "ssim", "ms_ssim", "enc_ms", "dec_ms"):
+    for column in ("bpp", "cr", "psnr", "ssim", "ms_ssim", "haarpsi", "gmsd", "vif", "swd", "swd_set", "enc_ms",
+                   "dec_ms"):  # fmt: skip
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     for column in (
         "dataset",
@@ -520,6 +544,51 @@ def _results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         frame[column] = frame[column].astype(str)
     frame["error"] = frame["error"].astype(object).where(frame["error"].notna(), None)
     return frame.sort_values(["dataset", "image", "cell"], kind="stable").reset_index(drop=True)
+
+
+def _set_swd(infos, images, outcomes, cache_dir: Path) -> dict[tuple[int, str], float]:
+    """SWD between each data set's originals and their reconstructions by each cell, over its good units.
+
+    Cached under ``cache_dir/sets`` by the set of unit keys, so a fully cached rerun reads one small file per
+    (cell, data set). NaN for a set whose descriptors cannot all be read (the set would silently shrink)."""
+    groups: dict[tuple[int, str], list[int]] = collections.defaultdict(list)
+    for (ci, ii), outcome in outcomes.items():
+        if not outcome.get("error") and outcome.get("key"):
+            groups[ci, images[ii].dataset].append(ii)
+    originals: dict[int, np.ndarray] = {}
+    values: dict[tuple[int, str], float] = {}
+    for (ci, dataset), members in sorted(groups.items()):
+        members = sorted(members)
+        units = sorted(outcomes[ci, ii]["key"] for ii in members)
+        set_key = hashlib.sha256(canonical_json({"format": CACHE_FORMAT, "swd_set": units}).encode()).hexdigest()
+        set_path = cache_dir / "sets" / set_key[:2] / f"{set_key}.json"
+        try:
+            values[ci, dataset] = float(json.loads(set_path.read_text())["swd_set"])
+            continue
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        pairs = []
+        for ii in members:
+            img = images[ii]
+            if ii not in originals:
+                path = perceptual.descriptors_path(img.path)
+                stored = perceptual.load_descriptors(path)
+                if stored is None or stored.shape[0] != perceptual.swd_levels(img.width, img.height):
+                    stored = perceptual.cached_descriptors(np.asarray(open_image(img.path)), path)
+                originals[ii] = stored
+            entry, _ = _unit_paths(cache_dir, outcomes[ci, ii]["key"])
+            reconstruction = perceptual.load_descriptors(perceptual.descriptors_path(entry))
+            if reconstruction is None or reconstruction.shape != originals[ii].shape:
+                log.warning("no SWD descriptors for %s on %s", infos[ci].cell.label, img.image)
+                pairs = []
+                break
+            pairs.append((originals[ii], reconstruction))
+        if not pairs:
+            values[ci, dataset] = math.nan
+            continue
+        values[ci, dataset] = perceptual.swd_sets(*zip(*pairs))
+        write_bytes_atomic(set_path, json.dumps({"swd_set": values[ci, dataset], "units": units}).encode())
+    return values
 
 
 def _write_samples(infos, images, outcomes, cache_dir: Path, samples_root: Path) -> None:

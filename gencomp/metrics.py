@@ -9,6 +9,10 @@
   renormalised to sum to 1, so small test crops get a comparable number instead of a crash. Below 11 px the
   window itself shrinks to the largest odd size that fits (same rule for ``ssim``). Numbers on images under
   161 px are therefore not comparable with published 5-scale MS-SSIM values.
+- ``haarpsi`` (higher is better, 1 for identical images), ``gmsd`` (lower is better, 0 for identical), ``vif``
+  (pixel-domain VIF, 1 for identical) and ``swd`` (sliced Wasserstein distance x 1e3 between Laplacian-pyramid
+  patch sets, lower is better, 0 for identical): perceptual measures that need no downloaded weights, defined
+  and checked against their reference implementations in :mod:`gencomp.perceptual`.
 - ``bpp = 8 * bytes / (width * height)`` and ``cr = 24 / bpp`` (compression ratio against 24-bit RGB).
 """
 
@@ -22,6 +26,8 @@ from PIL import Image
 from pytorch_msssim import ms_ssim as _library_ms_ssim
 from pytorch_msssim import ssim as _library_ssim
 from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
+
+from gencomp import perceptual
 
 MS_SSIM_WEIGHTS: tuple[float, ...] = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 WINDOW_SIZE = 11
@@ -160,10 +166,42 @@ def ms_ssim_db(value: float) -> float:
     return -10.0 * math.log10(1.0 - value)
 
 
+def haarpsi(original: ImageLike, reconstruction: ImageLike) -> float:
+    """HaarPSI (Reisenhofer et al. 2018): 1 for identical images, higher is better."""
+    return perceptual.haarpsi(*_pair(original, reconstruction))
+
+
+def gmsd(original: ImageLike, reconstruction: ImageLike) -> float:
+    """GMSD (Xue et al. 2014) on luma: 0 for identical images, lower is better."""
+    return perceptual.gmsd(*_pair(original, reconstruction))
+
+
+def vif(original: ImageLike, reconstruction: ImageLike) -> float:
+    """Pixel-domain VIF (Sheikh & Bovik 2006) on luma: 1 for identical images; NaN under 17 px or flat."""
+    return perceptual.vif(*_pair(original, reconstruction))
+
+
+def swd(original: ImageLike, reconstruction: ImageLike) -> float:
+    """SWD x 1e3 between the Laplacian-pyramid patches of one image and of its reconstruction (0: identical)."""
+    return perceptual.swd(*_pair(original, reconstruction))
+
+
+# the direction of each quality measure
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ms_ssim": True, "haarpsi": True, "vif": True, "gmsd": False,
+                    "swd": False}  # fmt: skip
+
+
 def all_metrics(original: ImageLike, reconstruction: ImageLike) -> dict[str, float]:
-    """psnr, ssim and ms_ssim of one reconstruction."""
+    """The full-reference measures of one reconstruction: psnr, ssim, ms_ssim, haarpsi, gmsd and vif.
+
+    (``swd`` is left out: the evaluation grid computes it from stored patch descriptors, which the data set's
+    SWD reuses.)"""
+    a, b = _pair(original, reconstruction)
     return {
-        "psnr": psnr(original, reconstruction),
-        "ssim": ssim(original, reconstruction),
-        "ms_ssim": ms_ssim(original, reconstruction),
+        "psnr": psnr(a, b),
+        "ssim": ssim(a, b),
+        "ms_ssim": ms_ssim(a, b),
+        "haarpsi": perceptual.haarpsi(a, b),
+        "gmsd": perceptual.gmsd(a, b),
+        "vif": perceptual.vif(a, b),
     }

@@ -7,6 +7,10 @@ Aggregation (one dataset, one row per grid cell, failed units left out and count
 - CR = 24 / mean bpp: the ratio of total raw to total compressed bits for equal-size images. (The mean of
   per-image ratios would be dominated by the few images that compress best.)
 - MS-SSIM in dB on the RD plot = -10 log10(1 - mean MS-SSIM).
+- HaarPSI, GMSD, VIF and per-image SWD (:mod:`gencomp.perceptual`): means over images. "SWD" in the tables is
+  the data set's measure (``swd_set``): the sliced Wasserstein distance between the patch sets of all the
+  originals and of all their reconstructions by the cell, not a mean of per-image values. Results written
+  before these columns existed show them as n/a.
 
 Output is deterministic: the same results give byte-identical Markdown, CSV and JSON (fixed decimals, sorted
 keys), and PNGs are written without matplotlib's version stamp. Every file is written atomically.
@@ -29,7 +33,7 @@ import pandas as pd
 
 from gencomp.atomic import write_bytes_atomic
 from gencomp.bdrate import MIN_POINTS, NoOverlapError, bd_quality, bd_rate
-from gencomp.metrics import ms_ssim_db
+from gencomp.metrics import HIGHER_IS_BETTER, ms_ssim_db
 from gencomp.samples import ORIGINAL_SAMPLE_NAME, safe_name, sample_folder, slugify  # noqa: F401  (the layout it reads)
 
 POSTER_TABLES = ("table1", "table2")
@@ -37,6 +41,7 @@ DEFAULT_ANCHORS = ("jpeg", "webp", "avif")
 CLASSICAL_CODECS = frozenset({"jpeg", "webp", "avif", "jxl", "png", "bpg"})
 REQUIRED_COLUMNS = ("dataset", "image", "codec", "label", "group", "tables", "bytes", "bpp", "psnr", "ssim",
                     "ms_ssim", "enc_ms", "dec_ms", "error")  # fmt: skip
+PERCEPTUAL_COLUMNS = ("haarpsi", "gmsd", "vif", "swd", "swd_set")  # optional: older results lack them
 PNG_METADATA = {"Software": None}
 FIGURE_DPI = 100
 
@@ -128,6 +133,9 @@ def load_results(results: pd.DataFrame | str | Path) -> pd.DataFrame:
         frame["cell"] = pd.factorize(frame["label"])[0]
     if "family" not in frame.columns:
         frame["family"] = ""
+    for column in PERCEPTUAL_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = math.nan
     return frame
 
 
@@ -141,7 +149,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """One row per (dataset, cell): means over the images that did not fail (module docstring)."""
     frame = load_results(results)
     ok = frame["error"].isna() | (frame["error"].astype(str) == "")
-    numeric = ["ssim", "psnr", "ms_ssim", "bpp", "bytes", "enc_ms", "dec_ms"]
+    numeric = ["ssim", "psnr", "ms_ssim", *PERCEPTUAL_COLUMNS, "bpp", "bytes", "enc_ms", "dec_ms"]
     rows = []
     for (dataset, cell), part in frame.groupby(["dataset", "cell"], sort=True):
         good = part[ok.loc[part.index]]
@@ -181,19 +189,31 @@ def choose_dataset(results: pd.DataFrame, dataset: str | None) -> str:
 
 # ---------------------------------------------------------------- tables
 
-POSTER_HEADER = ("Method", "SSIM", "PSNR", "CR")
-EXTENDED_HEADER = ("dataset", "Method", "group", "codec", "SSIM", "PSNR", "MS-SSIM", "bpp", "bytes", "CR",
-                   "enc ms", "dec ms", "n images", "failed")  # fmt: skip
-BD_HEADER = ("dataset", "curve", "kind", "anchor", "method", "points", "BD-rate PSNR %", "BD-PSNR dB",
-             "BD-rate MS-SSIM %", "BD-MS-SSIM dB", "note")  # fmt: skip
+POSTER_HEADER = ("Method", "SSIM", "PSNR", "CR", "HaarPSI", "GMSD", "VIF", "SWD")
+EXTENDED_HEADER = ("dataset", "Method", "group", "codec", "SSIM", "PSNR", "MS-SSIM", "HaarPSI", "GMSD", "VIF",
+                   "SWD", "SWD per image", "bpp", "bytes", "CR", "enc ms", "dec ms", "n images",
+                   "failed")  # fmt: skip
+# quality axes of the BD table: (column of the summary, name in the header, unit of BD-quality)
+BD_AXES = (("psnr", "PSNR", " dB"), ("ms_ssim_db", "MS-SSIM", " dB"), ("haarpsi", "HaarPSI", ""),
+           ("gmsd", "GMSD", ""))  # fmt: skip
+BD_HEADER = ("dataset", "curve", "kind", "anchor", "method", "points",
+             *[h for _, name, unit in BD_AXES for h in (f"BD-rate {name} %", f"BD-{name}{unit}")],
+             "note")  # fmt: skip
+POSTER_NOTE = (
+    "HaarPSI (1 = identical, higher is better), GMSD (0 = identical, lower is better) and VIF (pixel domain, "
+    "1 = identical): means of per-image values. SWD: sliced Wasserstein distance x 1e3 between the Laplacian-"
+    "pyramid patches of all the originals and of all their reconstructions (0 = same distribution, lower is "
+    "better)."
+)
 
 
 def poster_rows(summary: pd.DataFrame, dataset: str, table: str) -> list[list[str]]:
     part = summary[(summary["dataset"] == dataset) & summary["tables"].map(lambda t: table in t)]
     return [
-        [r.label, _fmt(r.ssim, 4), _fmt(r.psnr, 2), _fmt(r.cr, 1)]
+        [r.label, _fmt(r.ssim, 4), _fmt(r.psnr, 2), _fmt(r.cr, 1), _fmt(r.haarpsi, 4), _fmt(r.gmsd, 4),
+         _fmt(r.vif, 4), _fmt(r.swd_set, 2)]
         for r in part.sort_values("cell").itertuples()
-    ]
+    ]  # fmt: skip
 
 
 def _poster_markdown(table: str, dataset: str, summary: pd.DataFrame, rows: list[list[str]]) -> str:
@@ -208,7 +228,7 @@ def _poster_markdown(table: str, dataset: str, summary: pd.DataFrame, rows: list
     images = ", ".join(str(c) for c in counts) if counts else "0"
     lines.append(
         f"Means over {images} image(s) of `{dataset}`. SSIM and PSNR (dB, RGB, peak 255): mean of per-image "
-        "values. CR = 24 / mean bpp, bpp from the complete file (container header included)."
+        "values. CR = 24 / mean bpp, bpp from the complete file (container header included). " + POSTER_NOTE
     )
     if failed:
         lines.append(f" {failed} failed unit(s) left out; see extended.md.")
@@ -220,6 +240,7 @@ def extended_rows(summary: pd.DataFrame) -> list[list[str]]:
     for r in summary.sort_values(["dataset", "cell"]).itertuples():
         rows.append([
             r.dataset, r.label, r.group, r.codec, _fmt(r.ssim, 4), _fmt(r.psnr, 2), _fmt(r.ms_ssim, 4),
+            _fmt(r.haarpsi, 4), _fmt(r.gmsd, 4), _fmt(r.vif, 4), _fmt(r.swd_set, 2), _fmt(r.swd, 2),
             _fmt(r.bpp, 4), _fmt(r.bytes, 1), _fmt(r.cr, 1), _fmt(r.enc_ms, 1), _fmt(r.dec_ms, 1),
             str(r.n_images), str(r.n_failed),
         ])  # fmt: skip
@@ -232,9 +253,13 @@ def metrics_json(summary: pd.DataFrame, dataset: str) -> dict[str, Any]:
     for table in POSTER_TABLES:
         rows = part[part["tables"].map(lambda t, name=table: name in t)].sort_values("cell")
         out[table] = {
-            r.label: {"ssim": _json_number(r.ssim), "psnr": _json_number(r.psnr), "cr": _json_number(r.cr)}
+            r.label: {
+                "ssim": _json_number(r.ssim), "psnr": _json_number(r.psnr), "cr": _json_number(r.cr),
+                "haarpsi": _json_number(r.haarpsi), "gmsd": _json_number(r.gmsd), "vif": _json_number(r.vif),
+                "swd": _json_number(r.swd_set),
+            }
             for r in rows.itertuples()
-        }
+        }  # fmt: skip
     return out
 
 
@@ -249,11 +274,15 @@ def rd_points(summary: pd.DataFrame, dataset: str) -> pd.DataFrame:
     return part.sort_values(["group_order", "bpp", "cell"]).reset_index(drop=True)
 
 
+RD_HEADER = ("dataset", "group", "label", "bpp", "psnr", "ms_ssim_db", "haarpsi", "gmsd", "vif", "swd")
+
+
 def rd_csv_rows(points: pd.DataFrame, dataset: str) -> list[list[str]]:
     return [
-        [dataset, r.group, r.label, _fmt(r.bpp, 6), _fmt(r.psnr, 4), _fmt(r.ms_ssim_db, 4)]
+        [dataset, r.group, r.label, _fmt(r.bpp, 6), _fmt(r.psnr, 4), _fmt(r.ms_ssim_db, 4), _fmt(r.haarpsi, 4),
+         _fmt(r.gmsd, 4), _fmt(r.vif, 4), _fmt(r.swd_set, 2)]
         for r in points.itertuples()
-    ]
+    ]  # fmt: skip
 
 
 def _curve(points: pd.DataFrame, quality: str) -> tuple[np.ndarray, np.ndarray]:
@@ -262,9 +291,11 @@ def _curve(points: pd.DataFrame, quality: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _bd_pair(anchor: pd.DataFrame, test: pd.DataFrame, quality: str) -> tuple[str, str, str, str]:
-    """(method, BD-rate %, BD-quality dB, note) for one quality axis."""
+    """(method, BD-rate %, BD-quality, note) for one quality axis; BD-quality positive = the test is better."""
     ra, qa = _curve(anchor, quality)
     rt, qt = _curve(test, quality)
+    if len(ra) == 0 or len(rt) == 0:
+        return "", "n/a", "n/a", NOT_MEASURED
     n = min(len(ra), len(rt))
     if n < MIN_POINTS["pchip"]:
         return "", "n/a", "n/a", f"n/a (too few points: {len(rt)} vs {len(ra)})"
@@ -275,11 +306,29 @@ def _bd_pair(anchor: pd.DataFrame, test: pd.DataFrame, quality: str) -> tuple[st
         return method, "n/a (no overlap)", "n/a", "n/a (no overlap)"
     except ValueError as exc:
         return method, "n/a", "n/a", f"n/a ({exc})"
+    higher_is_better = HIGHER_IS_BETTER.get(quality, True)
     try:
-        quality_delta = _fmt(bd_quality(ra, qa, rt, qt, method=method), 3)
+        delta = bd_quality(ra, qa, rt, qt, method=method, higher_is_better=higher_is_better)
+        quality_delta = _fmt(delta, 3 if quality in ("psnr", "ms_ssim_db") else 4)
     except ValueError:
         quality_delta = "n/a (no overlap)"
     return method, _fmt(rate, 2), quality_delta, ""
+
+
+NOT_MEASURED = "not measured"
+
+
+def _bd_notes(notes: Sequence[tuple[str, str]]) -> str:
+    """One note per row: the PSNR and MS-SSIM notes as they are (the same reasons mostly), those of the
+    perceptual axes named when they say something else, and axes the results lack (written before they
+    existed) listed once."""
+    missing = [name for name, note in notes if note == NOT_MEASURED]
+    plain = [note for name, note in notes[:2] if note and note != NOT_MEASURED]
+    kept = plain + [f"{name}: {note}" for name, note in notes[2:]
+                    if note and note != NOT_MEASURED and note not in plain]  # fmt: skip
+    if missing:
+        kept.append(f"{', '.join(missing)} not measured")
+    return "; ".join(dict.fromkeys(kept))
 
 
 def _anchor_group(points: pd.DataFrame, groups: list[str], anchor: str) -> str | None:
@@ -311,15 +360,15 @@ def bdrate_rows(points: pd.DataFrame, dataset: str, anchors: Sequence[str]) -> l
                     continue
                 if anchor_group is None:
                     if kind == "ours":
-                        rows.append([dataset, group, kind, anchor, "", str(len(test)), "n/a", "n/a", "n/a", "n/a",
-                                     f"n/a (no {anchor} curve)"])  # fmt: skip
+                        rows.append([dataset, group, kind, anchor, "", str(len(test)),
+                                     *["n/a"] * (2 * len(BD_AXES)), f"n/a (no {anchor} curve)"])  # fmt: skip
                     continue
                 ref = points[points["group"] == anchor_group]
-                m1, rate_psnr, d_psnr, note1 = _bd_pair(ref, test, "psnr")
-                m2, rate_ms, d_ms, note2 = _bd_pair(ref, test, "ms_ssim_db")
-                notes = "; ".join(dict.fromkeys(n for n in (note1, note2) if n))
-                rows.append([dataset, group, kind, anchor_group, m1 or m2, f"{len(test)} vs {len(ref)}", rate_psnr,
-                             d_psnr, rate_ms, d_ms, notes])  # fmt: skip
+                pairs = [_bd_pair(ref, test, quality) for quality, _, _ in BD_AXES]
+                method = next((m for m, _, _, _ in pairs if m), "")
+                notes = _bd_notes([(name, note) for (_, name, _), (_, _, _, note) in zip(BD_AXES, pairs)])
+                rows.append([dataset, group, kind, anchor_group, method, f"{len(test)} vs {len(ref)}",
+                             *[v for _, rate, delta, _ in pairs for v in (rate, delta)], notes])  # fmt: skip
     return rows
 
 
@@ -344,8 +393,16 @@ def _new_figure(width: float, height: float):
     return figure
 
 
+RD_AXIS_LABELS = {
+    "psnr": ("PSNR (dB, RGB)", "PSNR"),
+    "ms_ssim_db": ("MS-SSIM (dB) = -10 log10(1 - MS-SSIM)", "MS-SSIM"),
+    "haarpsi": ("HaarPSI (1 = identical)", "HaarPSI"),
+}
+
+
 def rd_figure_png(points: pd.DataFrame, quality: str, *, dataset: str, reference_points=None) -> bytes:
-    """PSNR (quality='psnr') or MS-SSIM dB (quality='ms_ssim_db') against bpp, one line per group."""
+    """PSNR (quality='psnr'), MS-SSIM dB ('ms_ssim_db') or HaarPSI ('haarpsi') against bpp, one line per
+    group; published reference points (PSNR and MS-SSIM only) as black crosses."""
     figure = _new_figure(7.5, 5.0)
     axes = figure.add_subplot(1, 1, 1)
     colors = [f"C{i % 10}" for i in range(64)]
@@ -362,7 +419,7 @@ def rd_figure_png(points: pd.DataFrame, quality: str, *, dataset: str, reference
             curve["bpp"], curve[quality], linestyle="--" if classical else "-", marker=markers[i % len(markers)],
             color=colors[i % len(colors)], label=group, linewidth=1.5, markersize=5,
         )  # fmt: skip
-    for k, ref in enumerate(reference_points or []):
+    for k, ref in enumerate(reference_points if quality in ("psnr", "ms_ssim_db") else []):
         key = "psnr" if quality == "psnr" else "ms_ssim"
         if ref.get(key) is None or ref.get("bpp") is None:
             continue
@@ -380,8 +437,9 @@ def rd_figure_png(points: pd.DataFrame, quality: str, *, dataset: str, reference
     if positive and max(positive) / min(positive) > 20:
         axes.set_xscale("log")  # generative codecs sit orders of magnitude below the classical ones
     axes.set_xlabel("bits per pixel")
-    axes.set_ylabel("PSNR (dB, RGB)" if quality == "psnr" else "MS-SSIM (dB) = -10 log10(1 - MS-SSIM)")
-    axes.set_title(f"Rate-distortion on {dataset}: {'PSNR' if quality == 'psnr' else 'MS-SSIM'}")
+    ylabel, name = RD_AXIS_LABELS[quality]
+    axes.set_ylabel(ylabel)
+    axes.set_title(f"Rate-distortion on {dataset}: {name}")
     axes.grid(True, which="both", alpha=0.3)
     if groups:
         axes.legend(fontsize=7, loc="best")
@@ -515,7 +573,8 @@ def build_report(
         rows = poster_rows(summary, dataset, table)
         write(f"{table}.csv", _csv(POSTER_HEADER, rows))
         write(f"{table}.md", _poster_markdown(table, dataset, summary, rows))
-        note = f'<p class="note">Dataset {html.escape(dataset)}; means over images; CR = 24 / mean bpp.</p>\n'
+        note = (f'<p class="note">Dataset {html.escape(dataset)}; means over images; CR = 24 / mean bpp. '
+                f"{html.escape(POSTER_NOTE)}</p>\n")  # fmt: skip
         sections.append(
             (
                 table.capitalize().replace("Table", "Table "),
@@ -529,15 +588,14 @@ def build_report(
     write("metrics.json", json.dumps(metrics_json(summary, dataset), indent=2, sort_keys=True) + "\n")
 
     points = rd_points(summary, dataset)
-    write(
-        "rd.csv",
-        _csv(("dataset", "group", "label", "bpp", "psnr", "ms_ssim_db"), rd_csv_rows(points, dataset)),
-    )
+    write("rd.csv", _csv(RD_HEADER, rd_csv_rows(points, dataset)))
     refs = [dict(r) for r in reference_points or []]
     rd_psnr = rd_figure_png(points, "psnr", dataset=dataset, reference_points=refs)
     rd_ms = rd_figure_png(points, "ms_ssim_db", dataset=dataset, reference_points=refs)
+    rd_haarpsi = rd_figure_png(points, "haarpsi", dataset=dataset)
     write("rd_psnr.png", rd_psnr)
     write("rd_msssim.png", rd_ms)
+    write("rd_haarpsi.png", rd_haarpsi)
     ref_note = ""
     if refs:
         ref_rows = [[str(r.get("name", "")), _fmt(r.get("bpp"), 3), _fmt(r.get("psnr"), 2), _fmt(r.get("ms_ssim"), 3),
@@ -548,7 +606,8 @@ def build_report(
     sections.append(
         (
             "Rate-distortion curves",
-            _img_tag(rd_psnr, "RD curve, PSNR") + _img_tag(rd_ms, "RD curve, MS-SSIM") + ref_note,
+            _img_tag(rd_psnr, "RD curve, PSNR") + _img_tag(rd_ms, "RD curve, MS-SSIM")
+            + _img_tag(rd_haarpsi, "RD curve, HaarPSI") + ref_note,
         )
     )
 
@@ -557,7 +616,8 @@ def build_report(
     bd_intro = (f"# BD-rate on `{dataset}`\n\nOur curves (kind 'ours'), then the other classical curves for context, "
                 "against the classical anchors over the overlapping range; "
                 "negative BD-rate = fewer bits for the same quality. Method: cubic fit with 4+ points per curve, "
-                "else piecewise cubic (pchip).\n\n")  # fmt: skip
+                "else piecewise cubic (pchip). BD-quality columns: mean difference at equal rate, positive = the "
+                "curve is better; for GMSD (lower is better) that is the mean reduction, anchor minus curve.\n\n")  # fmt: skip
     write(
         "bdrate.md",
         bd_intro

@@ -97,3 +97,16 @@ def test_bad_input_raises_clearly():
         bd_rate([1, 2], [1, 2], [1, 2], [1, 2], method="spline")
     with pytest.raises(ValueError, match="3 rates but 2"):
         bd_rate([1, 2, 3], [1, 2], [1, 2], [1, 2], method="pchip")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_lower_is_better_quality(method):
+    # GMSD-like axis: quality falls as the rate grows. Test = anchor at half the rate: BD-rate is -50 % as for
+    # any axis; BD-quality is the mean reduction of the measure, positive because the test is better.
+    rate = np.array([0.1, 0.2, 0.4, 0.8, 1.6])
+    gmsd = 0.2 - 0.05 * np.log2(rate / 0.1)  # 0.2, 0.15, 0.1, 0.05, 0.0 -> linear in log-rate
+    assert bd_rate(rate, gmsd, rate / 2, gmsd, method=method) == pytest.approx(-50.0, abs=1e-9)
+    # at equal rate the test's GMSD is lower by 0.05 (one halving of the rate)
+    reduction = bd_quality(rate, gmsd, rate / 2, gmsd, method=method, higher_is_better=False)
+    assert reduction == pytest.approx(0.05, abs=1e-9)
+    assert bd_quality(rate, gmsd, rate / 2, gmsd, method=method) == pytest.approx(-0.05, abs=1e-9)

@@ -227,6 +227,13 @@ def test_run_grid_rows_metrics_and_cache(tmp_path):
     lossless = frame[frame["label"] == "Lossless"]
     assert (lossless["psnr"] == math.inf).all()
     assert np.allclose(lossless["ssim"], 1.0) and np.allclose(lossless["ms_ssim"], 1.0)
+    assert np.allclose(lossless["haarpsi"], 1.0) and (lossless["gmsd"] == 0).all()
+    assert np.allclose(lossless["vif"], 1.0) and (lossless["swd"] == 0).all() and (lossless["swd_set"] == 0).all()
+    lossy = frame[frame["label"] != "Lossless"]
+    assert (lossy["haarpsi"] < 1).all() and (lossy["gmsd"] > 0).all() and (lossy["swd"] > 0).all()
+    # the data set's SWD: one value per cell, over its three images
+    assert (frame.groupby("label")["swd_set"].nunique() == 1).all()
+    assert (lossy["swd_set"] > 0).all()
     row = frame.iloc[1]
     assert (
         row["label"] == "Quant (4)" and row["tables"] == "table1,table2" and row["settings"] == '{"levels":4}'
@@ -257,6 +264,46 @@ def test_run_grid_rows_metrics_and_cache(tmp_path):
     third = run_grid(bigger, {"tiny": images}, cache_dir=tmp_path / "cache", workers=2)
     assert sorted(ENCODES.calls) == [("test-quantize", '{"levels": 64}')] * 3
     assert third.attrs["computed"] == 3 and len(third) == 15
+
+
+def test_entries_without_the_perceptual_measures_are_computed_again(tmp_path):
+    cells = expand_grid([{"codec": "test-quantize", "settings": {"levels": 4}}])
+    images = _images(2)
+    first = run_grid(cells, {"d": images}, cache_dir=tmp_path, workers=1)
+    # an entry as written before the perceptual columns existed
+    old = next((tmp_path / "units").rglob("*.json"))
+    entry = json.loads(old.read_text())
+    for name in ("haarpsi", "gmsd", "vif", "swd"):
+        del entry[name]
+    old.write_text(json.dumps(entry))
+    # and a unit whose SWD descriptors are gone
+    other = next(p for p in (tmp_path / "units").rglob("*.json") if p != old)
+    descriptors = other.with_name(other.stem + ".swd.npz")
+    assert descriptors.exists()
+    descriptors.unlink()
+    ENCODES.reset()
+    second = run_grid(cells, {"d": images}, cache_dir=tmp_path, workers=1)
+    assert len(ENCODES.calls) == 2 and second.attrs["computed"] == 2
+    assert descriptors.exists() and "haarpsi" in json.loads(old.read_text())
+    timings = ["enc_ms", "dec_ms"]
+    pd.testing.assert_frame_equal(first.drop(columns=timings), second.drop(columns=timings))
+
+
+def test_set_swd_is_cached_by_its_units(tmp_path):
+    cells = expand_grid([{"codec": "test-quantize", "settings": {"levels": 4}}])
+    images = _images(3)
+    first = run_grid(cells, {"d": images}, cache_dir=tmp_path, workers=1)
+    (stored,) = list((tmp_path / "sets").rglob("*.json"))
+    assert json.loads(stored.read_text())["swd_set"] == pytest.approx(first.loc[0, "swd_set"])
+    stored.write_text(json.dumps({"swd_set": 12.5}))  # a rerun reads the stored value, not the descriptors
+    assert (run_grid(cells, {"d": images}, cache_dir=tmp_path, workers=1)["swd_set"] == 12.5).all()
+    stored.write_text("{broken")
+    again = run_grid(cells, {"d": images}, cache_dir=tmp_path, workers=1)
+    assert again.loc[0, "swd_set"] == pytest.approx(first.loc[0, "swd_set"])
+    # another set of images is another set
+    fewer = run_grid(cells, {"d": images[:2]}, cache_dir=tmp_path, workers=1)
+    assert len(list((tmp_path / "sets").rglob("*.json"))) == 2
+    assert fewer.loc[0, "swd_set"] != pytest.approx(first.loc[0, "swd_set"])
 
 
 def test_cache_is_keyed_by_fingerprint_and_image_content(tmp_path):
@@ -312,6 +359,8 @@ def test_failures_are_recorded_not_cached_and_do_not_stop_the_grid(tmp_path):
     assert "levels" in errors["img00", "bad setting"]
     failed = frame[frame["error"].notna()]
     assert failed["psnr"].isna().all() and failed["bytes"].isna().all()
+    assert failed["haarpsi"].isna().all() and failed["swd_set"].isna().all()
+    assert frame.loc[frame["error"].isna(), "swd_set"].notna().all()
     assert frame.attrs["failed"] == 8
 
     ENCODES.reset()

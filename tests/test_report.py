@@ -71,6 +71,12 @@ def _rows_for(dataset: str, image: str, offset: float) -> list[dict]:
                 "psnr": None if error else psnr + 0.5 * offset,
                 "ssim": None if error else ssim + 0.01 * offset,
                 "ms_ssim": None if error else ms_ssim + 0.001 * offset * (1 - ms_ssim) * 10,
+                # perceptual measures as functions of PSNR (the same for every codec): BD-rates equal PSNR's
+                "haarpsi": None if error else (psnr + 0.5 * offset) / 50,
+                "gmsd": None if error else 0.5 - (psnr + 0.5 * offset) / 100,
+                "vif": None if error else 0.3 + 0.01 * offset,
+                "swd": None if error else 100 - psnr + offset,
+                "swd_set": None if error else 90 - psnr,
                 "enc_ms": None if error else 10.0 + offset,
                 "dec_ms": None if error else 5.0 + offset,
                 "error": error,
@@ -93,20 +99,21 @@ def _read_csv(path) -> list[list[str]]:
 def test_poster_tables_shape_and_values(results, tmp_path):
     written = build_report(results, tmp_path, dataset="kodak")
     table1 = _read_csv(written["table1.csv"])
-    assert table1[0] == ["Method", "SSIM", "PSNR", "CR"]
+    assert table1[0] == ["Method", "SSIM", "PSNR", "CR", "HaarPSI", "GMSD", "VIF", "SWD"]
     assert [r[0] for r in table1[1:]] == ["GAN 0", "GAN 1", "GAN 2", "GAN 3", "JPEG (1%)"]  # spec order
-    # GAN 0: ssim 0.5 +- 0.01, psnr 24 +- 0.5, bpp 0.1 * (1 -+ 0.1) -> mean 0.1 -> CR 240
-    assert table1[1] == ["GAN 0", "0.5000", "24.00", "240.0"]
-    assert table1[5] == ["JPEG (1%)", "0.4500", "22.00", "150.0"]
+    # GAN 0: ssim 0.5 +- 0.01, psnr 24 +- 0.5, bpp 0.1 * (1 -+ 0.1) -> mean 0.1 -> CR 240; SWD: the set's value
+    assert table1[1] == ["GAN 0", "0.5000", "24.00", "240.0", "0.4800", "0.2600", "0.3000", "66.00"]
+    assert table1[5] == ["JPEG (1%)", "0.4500", "22.00", "150.0", "0.4400", "0.2800", "0.3000", "68.00"]
     table2 = _read_csv(written["table2.csv"])
     assert [r[0] for r in table2[1:]] == ["VAE-GAN (8)", "VAE-GAN (2)", "JPEG (1%)"]
     # VAE-GAN (2) failed on img-b: the mean is img-a alone (psnr 26.5, ssim 0.69, bpp 0.27)
-    assert table2[2] == ["VAE-GAN (2)", "0.6900", "26.50", f"{24 / 0.27:.1f}"]
+    assert table2[2][:4] == ["VAE-GAN (2)", "0.6900", "26.50", f"{24 / 0.27:.1f}"]
 
     md = written["table1.md"].read_text()
     assert "dataset `kodak`" in md
-    assert "| Method | SSIM | PSNR | CR |" in md
-    assert "| GAN 0 | 0.5000 | 24.00 | 240.0 |" in md
+    assert "| Method | SSIM | PSNR | CR | HaarPSI | GMSD | VIF | SWD |" in md
+    assert "| GAN 0 | 0.5000 | 24.00 | 240.0 | 0.4800 | 0.2600 | 0.3000 | 66.00 |" in md
+    assert "sliced Wasserstein" in md
     assert "failed unit" not in md
     assert "1 failed unit(s)" in written["table2.md"].read_text()
 
@@ -117,16 +124,22 @@ def test_extended_table_and_metrics_json(results, tmp_path):
     header = extended[0]
     assert header[:4] == ["dataset", "Method", "group", "codec"]
     assert {"MS-SSIM", "bpp", "bytes", "enc ms", "dec ms", "n images", "failed"} <= set(header)
+    assert {"HaarPSI", "GMSD", "VIF", "SWD", "SWD per image"} <= set(header)
     assert len(extended) == 1 + 2 * len(CELLS)
     assert {r[0] for r in extended[1:]} == {"kodak", "other"}
     row = {h: v for h, v in zip(header, next(r for r in extended[1:] if r[:2] == ["kodak", "VAE-GAN (2)"]))}
     assert row["n images"] == "1" and row["failed"] == "1"
     assert row["enc ms"] == "9.0" and row["bpp"] == "0.2700"
+    # img-a alone: psnr 26.5 -> haarpsi 0.53, gmsd 0.235, per-image swd 100 - 27 - 1, set swd 90 - 27
+    assert (row["HaarPSI"], row["GMSD"], row["VIF"]) == ("0.5300", "0.2350", "0.2900")
+    assert (row["SWD"], row["SWD per image"]) == ("63.00", "72.00")
 
     metrics = json.loads(written["metrics.json"].read_text())
     assert metrics["dataset"] == "kodak"
     assert set(metrics) == {"dataset", "table1", "table2"}
-    assert metrics["table1"]["GAN 0"] == {"ssim": 0.5, "psnr": 24, "cr": 240}
+    assert metrics["table1"]["GAN 0"] == {
+        "ssim": 0.5, "psnr": 24, "cr": 240, "haarpsi": 0.48, "gmsd": 0.26, "vif": 0.3, "swd": 66
+    }  # fmt: skip
     assert metrics["table2"]["JPEG (1%)"]["cr"] == 150
     assert list(metrics["table1"]) == sorted(metrics["table1"])  # sorted keys
 
@@ -134,7 +147,7 @@ def test_extended_table_and_metrics_json(results, tmp_path):
 def test_rd_data_and_bdrate(results, tmp_path):
     written = build_report(results, tmp_path, dataset="kodak")
     rd = _read_csv(written["rd.csv"])
-    assert rd[0] == ["dataset", "group", "label", "bpp", "psnr", "ms_ssim_db"]
+    assert rd[0] == ["dataset", "group", "label", "bpp", "psnr", "ms_ssim_db", "haarpsi", "gmsd", "vif", "swd"]
     groups = [r[1] for r in rd[1:]]
     assert groups == ["GAN"] * 4 + ["VAE-GAN"] * 2 + ["JPEG (1%)"] + ["jpeg"] * 4 + ["webp"] * 4
     gan = [r for r in rd[1:] if r[1] == "GAN"]
@@ -153,9 +166,18 @@ def test_rd_data_and_bdrate(results, tmp_path):
     assert by["GAN", "jpeg"]["method"] == "cubic"
     assert float(by["GAN", "jpeg"]["BD-rate PSNR %"]) == pytest.approx(-50.0, abs=0.01)
     assert float(by["GAN", "jpeg"]["BD-rate MS-SSIM %"]) == pytest.approx(-50.0, abs=0.01)
+    # HaarPSI and GMSD follow PSNR here: the same BD-rate whatever the direction of the axis
+    assert float(by["GAN", "jpeg"]["BD-rate HaarPSI %"]) == pytest.approx(-50.0, abs=0.01)
+    assert float(by["GAN", "jpeg"]["BD-rate GMSD %"]) == pytest.approx(-50.0, abs=0.01)
+    # BD-quality: positive = better on both; GMSD = -PSNR / 100 + c, so its reduction is BD-PSNR / 100
+    bd_psnr = float(by["GAN", "jpeg"]["BD-PSNR dB"])
+    assert bd_psnr > 0
+    assert float(by["GAN", "jpeg"]["BD-HaarPSI"]) == pytest.approx(bd_psnr / 50, abs=1e-4)
+    assert float(by["GAN", "jpeg"]["BD-GMSD"]) == pytest.approx(bd_psnr / 100, abs=1e-4)
     assert by["VAE-GAN", "jpeg"]["method"] == "pchip"
     assert float(by["VAE-GAN", "jpeg"]["BD-rate PSNR %"]) < 0
     assert by["GAN", "webp"]["BD-rate PSNR %"] == "n/a (no overlap)"
+    assert by["GAN", "webp"]["note"] == "n/a (no overlap)"  # said once, not again per quality axis
     assert by["GAN", "avif"]["note"] == "n/a (no avif curve)"
     assert "n/a (no overlap)" in written["bdrate.md"].read_text()
 
@@ -176,14 +198,14 @@ def test_figures_and_html(results, tmp_path):
     written = build_report(
         results, tmp_path / "out", samples_dir=samples, reference_points=refs, title="T & <x>"
     )
-    for name in ("rd_psnr.png", "rd_msssim.png", "samples.png"):
+    for name in ("rd_psnr.png", "rd_msssim.png", "rd_haarpsi.png", "samples.png"):
         with Image.open(written[name]) as image:
             assert image.format == "PNG" and image.width > 200
             assert "Software" not in image.info
     html = written["index.html"].read_text()
     assert "<title>T &amp; &lt;x&gt;</title>" in html
     sources = re.findall(r'<img src="([^"]+)"', html)
-    assert len(sources) == 3 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert len(sources) == 4 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert "cheng2020-anchor q1" in html and "<table>" in html
     assert "http://" not in html and "https://" not in html
 
@@ -201,7 +223,8 @@ def test_rerun_is_byte_identical(results, tmp_path):
     assert sorted(first) == sorted(second)
     expected = {
         "table1.md", "table1.csv", "table2.md", "table2.csv", "extended.md", "extended.csv", "metrics.json",
-        "rd.csv", "rd_psnr.png", "rd_msssim.png", "bdrate.md", "bdrate.csv", "samples.png", "index.html",
+        "rd.csv", "rd_psnr.png", "rd_msssim.png", "rd_haarpsi.png", "bdrate.md", "bdrate.csv", "samples.png",
+        "index.html",
     }  # fmt: skip
     assert set(first) == expected
     for name in expected:
@@ -217,6 +240,19 @@ def test_parquet_path_input_and_default_dataset(results, tmp_path):
     assert "samples.png" not in written
     other = build_report(path, tmp_path / "out2", dataset="other")
     assert json.loads(other["metrics.json"].read_text())["dataset"] == "other"
+
+
+def test_results_without_the_perceptual_columns(results, tmp_path):
+    # results.parquet written before the perceptual columns existed: reported, the new columns n/a
+    older = results.drop(columns=["haarpsi", "gmsd", "vif", "swd", "swd_set"])
+    written = build_report(older, tmp_path, dataset="kodak")
+    table1 = _read_csv(written["table1.csv"])
+    assert table1[1] == ["GAN 0", "0.5000", "24.00", "240.0", "n/a", "n/a", "n/a", "n/a"]
+    bd = _read_csv(written["bdrate.csv"])
+    gan = next(r for r in (dict(zip(bd[0], row)) for row in bd[1:]) if (r["curve"], r["anchor"]) == ("GAN", "jpeg"))
+    assert float(gan["BD-rate PSNR %"]) == pytest.approx(-50.0, abs=0.01)
+    assert gan["BD-rate HaarPSI %"] == "n/a" and gan["note"] == "HaarPSI, GMSD not measured"
+    assert json.loads(written["metrics.json"].read_text())["table1"]["GAN 0"]["haarpsi"] is None
 
 
 def test_bad_inputs_raise(results, tmp_path):

@@ -71,7 +71,7 @@ def test_every_image_in_index_html_loads(tmp_path):
     written = build_report(results, tmp_path / "report", samples_dir=samples, dataset="kodak")
     html = written["index.html"].read_text()
     n_images = html.count("<img ")
-    assert n_images == 3  # two RD curves and the samples figure
+    assert n_images == 4  # three RD curves (PSNR, MS-SSIM, HaarPSI) and the samples figure
 
     # the page alone, away from every other file: nothing it shows may come from outside it
     alone = tmp_path / "alone"
