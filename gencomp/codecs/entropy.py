@@ -14,11 +14,17 @@ under uniform models. Values inside the range cost exactly what the model says; 
 symbol plus 6 bits plus the excess's bit length rounded up to 16. Choose the range wide enough (several
 standard deviations) that escapes are rare.
 
-The bitstream is the ANS coder's 32-bit words in little-endian order. Decoding checks that the coder is
-exactly empty at the end, which catches a stream with data left over (truncated, padded, or decoded with a
-model that spends fewer bits) with :class:`EntropyDecodeError`. It cannot catch a model that spends *more*
-bits (the ANS decoder then reads past the end as zeros): integrity is the container's job (CRC32, and the
-model fingerprint that pins the prior), so no check symbols are spent on it here.
+The bitstream is the ANS coder's 32-bit words in little-endian order. Decoding refuses, with
+:class:`EntropyDecodeError`:
+
+- before decoding, a stream too short to hold the symbols asked for: every symbol costs at least
+  ``-log2`` of the largest probability its model gives any one value (:func:`gaussian_min_bits`), and the
+  sum of those over the requested shape must fit in the stream's bits (plus the coder's 64-bit state). So a
+  short file cannot make the decoder produce (and the caller allocate) millions of symbols;
+- after decoding, a stream that is not exactly what the encoder writes for the decoded symbols: they are
+  encoded again and compared byte for byte. That catches data left over (truncated, padded, or decoded with
+  a model that spends fewer bits) and a stream the decoder ran past the end of (the ANS decoder reads
+  zeros there), at the cost of one encode.
 """
 
 from __future__ import annotations
@@ -131,6 +137,39 @@ def _broadcast(name: str, value, shape: tuple[int, ...]) -> np.ndarray:
 
 # -- quantized Gaussian ---------------------------------------------------------------------------------
 
+_STATE_BITS = 64  # the ANS coder's state; information a stream can hold beyond its words
+_PROBABILITY_SLACK = 1e-4  # constriction's fixed-point probabilities may exceed the exact ones by less
+
+
+def gaussian_min_bits(std, low: int, high: int) -> np.ndarray:
+    """A lower bound on the bits any one symbol costs under ``QuantizedGaussian(low, high)`` with standard
+    deviation ``std`` (elementwise): no integer bin of a Gaussian holds more than ``erf(0.5 / (std sqrt 2))``,
+    and the leaky model leaves at least one 2**-24 unit to every other symbol of the range."""
+    from scipy.special import erf
+
+    std = np.maximum(np.asarray(std, dtype=np.float64), MIN_STD)
+    bin_peak = erf(0.5 / (std * np.sqrt(2.0))) + _PROBABILITY_SLACK
+    leak_peak = 1.0 - (high - low) * 2.0**-24
+    return -np.log2(np.clip(np.minimum(bin_peak, leak_peak), 2.0**-24, 1.0))
+
+
+def check_gaussian_capacity(n_bytes: int, *, shape: tuple[int, ...], std, low: int, high: int) -> None:
+    """Raise EntropyDecodeError if ``n_bytes`` of stream cannot hold symbols of ``shape`` under ``std``
+    (broadcast to ``shape``); allocates nothing of the symbols' size."""
+    bits = gaussian_min_bits(std, low, high)
+    try:
+        needed = float(np.broadcast_to(bits, shape).sum(dtype=np.float64))
+    except ValueError:
+        raise ValueError(f"std of shape {np.shape(std)} does not broadcast to symbols of shape {shape}") from None
+    available = n_bytes * 8 + _STATE_BITS
+    if needed > available:
+        count = int(np.prod(shape, dtype=np.int64))
+        raise EntropyDecodeError(
+            f"a {n_bytes}-byte stream cannot hold {count} symbols: they need at least {needed:.0f} bits under "
+            f"their model, the stream has {available}"
+        )
+
+
 
 def encode_gaussian(symbols: np.ndarray, *, mean, std, low: int, high: int) -> bytes:
     """Code integer ``symbols`` under N(mean, std) quantized to integer bins, escaping values outside
@@ -152,9 +191,11 @@ def encode_gaussian(symbols: np.ndarray, *, mean, std, low: int, high: int) -> b
 
 
 def decode_gaussian(data: bytes, *, shape: tuple[int, ...], mean, std, low: int, high: int) -> np.ndarray:
-    """Inverse of :func:`encode_gaussian`; returns int64 symbols of ``shape``."""
+    """Inverse of :func:`encode_gaussian`; returns int64 symbols of ``shape``. Refuses a stream too short for
+    ``shape`` before decoding, and any stream the encoder would not have written for the result."""
     _check_range(low, high)
     shape = tuple(int(s) for s in shape)
+    check_gaussian_capacity(len(data), shape=shape, std=std, low=low, high=high)
     means = _broadcast("mean", mean, shape)
     stds = np.maximum(_broadcast("std", std, shape), MIN_STD)
     coder = _coder_from_bytes(data)
@@ -162,7 +203,11 @@ def decode_gaussian(data: bytes, *, shape: tuple[int, ...], mean, std, low: int,
         coded = coder.decode(QuantizedGaussian(low, high), means, stds)
     else:
         coded = np.zeros(0, dtype=np.int32)
-    return _decode_rest(coder, coded, low, high).reshape(shape)
+    symbols = _decode_rest(coder, coded, low, high).reshape(shape)
+    if encode_gaussian(symbols, mean=means.reshape(shape), std=stds.reshape(shape), low=low, high=high) != bytes(data):
+        raise EntropyDecodeError("the stream is not the encoding of the symbols it decodes to: it ends early "
+                                 "(the decoder read past its end), holds extra data, or was coded under another model")
+    return symbols
 
 
 # -- categorical ----------------------------------------------------------------------------------------
@@ -220,7 +265,11 @@ def decode_categorical(data: bytes, *, shape: tuple[int, ...], probabilities, lo
     else:
         coded = coder.decode(Categorical(perfect=False), table)
     coded = coded.astype(np.int64) + low
-    return _decode_rest(coder, coded, low, high).reshape(shape)
+    symbols = _decode_rest(coder, coded, low, high).reshape(shape)
+    if encode_categorical(symbols, probabilities=probabilities, low=low) != bytes(data):
+        raise EntropyDecodeError("the stream is not the encoding of the symbols it decodes to: it ends early "
+                                 "(the decoder read past its end), holds extra data, or was coded under another model")
+    return symbols
 
 
 def _decode_rest(coder: AnsCoder, coded: np.ndarray, low: int, high: int) -> np.ndarray:
