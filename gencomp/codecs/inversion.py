@@ -144,7 +144,8 @@ class GANInversionCodec(ModelCodec):
             return pack_uint(quantize_uniform(z, bits=bits, clip=storage["c"]), bits)
         width = _bin_width(bits, storage["c"])
         mean, std, low, high = _symbol_gaussian(storage, width)
-        return encode_gaussian(np.round(z / width).astype(np.int64), mean=mean, std=std, low=low, high=high)
+        return encode_gaussian(np.round(z / width).astype(np.int64), mean=mean, std=std, low=low, high=high,
+                               strict_end=True)
 
     @staticmethod
     def _deserialize(payload: bytes, storage: dict[str, Any], shape: tuple[int, int]) -> np.ndarray:
@@ -164,7 +165,7 @@ class GANInversionCodec(ModelCodec):
                 return dequantize_uniform(indices, bits=bits, clip=storage["c"]).reshape(shape)
             width = _bin_width(bits, storage["c"])
             mean, std, low, high = _symbol_gaussian(storage, width)
-            symbols = decode_gaussian(payload, shape=shape, mean=mean, std=std, low=low, high=high)
+            symbols = decode_gaussian(payload, shape=shape, mean=mean, std=std, low=low, high=high, strict_end=True)
         except EntropyDecodeError as exc:
             raise CorruptPayload(f"latent bitstream does not decode: {exc}") from exc
         return (symbols * width).astype(np.float32)
@@ -275,9 +276,9 @@ class GANInversionCodec(ModelCodec):
                                      f"latents of {bits} bits need {expected}")
             return
         width = _bin_width(bits, storage["c"])
-        _, std, low, high = _symbol_gaussian(storage, width)
+        mean, std, low, high = _symbol_gaussian(storage, width)
         try:
-            check_gaussian_capacity(n, shape=(count,), std=std, low=low, high=high)
+            check_gaussian_capacity(n, shape=(count,), mean=mean, std=std, low=low, high=high)
         except EntropyDecodeError as exc:
             raise CorruptPayload(f"payload cannot hold the {header.width}x{header.height} image's latents: {exc}") from None
 

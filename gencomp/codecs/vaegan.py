@@ -150,9 +150,9 @@ class VAEGANCodec(ModelCodec):
                 raise CorruptPayload(f"payload has {header.payload_size} bytes, {count} float{storage} values need "
                                      f"{count * (storage // 8)}")
             return
-        _, scale, low, high = self._prior(channels, self.loaded.quant_step, quant_scale)
+        mean, scale, low, high = self._prior(channels, self.loaded.quant_step, quant_scale)
         try:
-            check_gaussian_capacity(header.payload_size, shape=shape, std=scale, low=low, high=high)
+            check_gaussian_capacity(header.payload_size, shape=shape, mean=mean, std=scale, low=low, high=high)
         except EntropyDecodeError as exc:
             raise CorruptPayload(f"payload cannot hold the {header.width}x{header.height} image's latent: {exc}") from None
 
@@ -166,7 +166,8 @@ class VAEGANCodec(ModelCodec):
         if storage == 0:
             mean, scale, low, high = self._prior(channels, self.loaded.quant_step, quant_scale)
             try:
-                symbols = decode_gaussian(container.payload, shape=shape, mean=mean, std=scale, low=low, high=high)
+                symbols = decode_gaussian(container.payload, shape=shape, mean=mean, std=scale, low=low, high=high,
+                                          strict_end=True)  # low is 8 prior stds out and more: never last
             except EntropyDecodeError as exc:
                 raise CorruptPayload(f"latent bitstream does not decode: {exc}") from exc
             latent = (symbols * (self.loaded.quant_step * quant_scale)).astype(np.float32)
