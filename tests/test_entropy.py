@@ -154,7 +154,7 @@ def test_a_stream_too_short_for_the_requested_symbols_is_refused():
             decode_gaussian(data, shape=(1000 + extra,), mean=0.0, std=2.0, low=-20, high=20, strict_end=True)
     # far more than the stream's bits can hold: refused before decoding anything
     with pytest.raises(EntropyDecodeError, match="cannot hold"):
-        decode_gaussian(data, shape=(10_000_000,), mean=0.0, std=2.0, low=-20, high=20)
+        decode_gaussian(data, shape=(10_000_000,), mean=0.0, std=2.0, low=-20, high=20, strict_end=True)
 
 
 def test_the_encoder_refuses_a_stream_indistinguishable_from_a_cut_one():
