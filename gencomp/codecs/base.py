@@ -266,6 +266,12 @@ class ModelCodec(Codec):
 
     def check_header(self, header: Header) -> None:
         super().check_header(header)
+        try:
+            self.loaded
+        except ValueError as exc:  # a model of the other kind: not the model this file was written with
+            if "needs a" not in str(exc):
+                raise
+            raise FingerprintMismatch(f"file holds a {self.name!r} bitstream: {exc}") from None
         self.check_fingerprint(header)
 
     def check_fingerprint(self, container: Container | Header) -> None:

@@ -295,7 +295,7 @@ class GANInversionCodec(ModelCodec):
         with torch.no_grad():  # in chunks, each straight into the 8-bit image: a large image has thousands of tiles
             for i in range(0, grid.count, _DECODE_CHUNK):
                 tiles = gen(torch.from_numpy(z[i : i + _DECODE_CHUNK]).to(self.device)).permute(0, 2, 3, 1).cpu()
-                tiles = np.clip((tiles.numpy() + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+                tiles = np.clip((np.nan_to_num(tiles.numpy()) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
                 for k, tile in enumerate(tiles):  # row-major, as split_tiles cut them; the padding falls away
                     row, col = divmod(i + k, grid.cols)
                     y, x = row * t, col * t

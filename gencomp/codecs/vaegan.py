@@ -202,7 +202,7 @@ class VAEGANCodec(ModelCodec):
                         continue
                     core = core[: height - top, : width - left]
                     pixels[top : top + core.shape[0], left : left + core.shape[1]] = np.clip(
-                        core * 255.0 + 0.5, 0, 255).astype(np.uint8)
+                        np.nan_to_num(core) * 255.0 + 0.5, 0, 255).astype(np.uint8)  # NaN: a latent out of range
         return Image.fromarray(pixels, "RGB")
 
     def decode(self, data: bytes) -> Image.Image:

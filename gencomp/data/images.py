@@ -236,7 +236,7 @@ def open_image(
     try:
         img.seek(0)
         img.load()
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:  # RuntimeError: the AVIF plugin
         msg = str(exc)
         if _inflates_too_far(exc):
             raise ImageRejected(TOO_LARGE, msg) from exc
