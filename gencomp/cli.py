@@ -288,7 +288,13 @@ def evaluate(
         spec = [{"codec": name, "settings": settings, **({"sweep": sweeps} if sweeps else {})} for name in codec]
     try:
         cells = expand_grid(spec)
-    except (KeyError, ValueError, TypeError) as exc:
+        from gencomp.codecs import get_codec
+
+        for cell in cells:  # an unknown codec or setting is the command line's error, not every image's
+            get_codec(cell.codec, **cell.settings)
+    except KeyError as exc:
+        fail(str(exc.args[0]) if exc.args else str(exc))
+    except (ValueError, TypeError) as exc:
         fail(str(exc))
     try:
         path = evaluate_folder(images_dir, cells, out, dataset=dataset, samples_dir=out / "samples",
