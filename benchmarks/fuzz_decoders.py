@@ -324,7 +324,7 @@ print(json.dumps({"base_kb": base, "peak_kb": status_kb("VmHWM"), "cpu_s": time.
 """
 
 
-def scaling(tmp: Path, sides=(256, 768, 1536)) -> list[dict]:
+def scaling(tmp: Path, sides=(256, 768, 1536), codecs=("jpeg", "gan-inversion", "vaegan-c8")) -> list[dict]:
     """Peak RSS over baseline when decoding valid files of growing size, shipped models, one process each."""
     from gencomp.codecs import get_codec
     from gencomp.codecs.base import shipped_model_path
@@ -332,6 +332,8 @@ def scaling(tmp: Path, sides=(256, 768, 1536)) -> list[dict]:
     rows = []
     for name, settings, kind in (("jpeg", {"quality": 90}, None), ("gan-inversion", {"steps": 0, "bits": 6,
                                  "entropy": "gaussian"}, "gan"), ("vaegan-c8", {}, "vaegan")):
+        if name not in codecs:
+            continue
         model = str(shipped_model_path(kind)) if kind else ""
         codec = get_codec(name, **settings, **({"model": model} if model else {}))
         small = tmp / f"{name}-small.gcz"
@@ -357,6 +359,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hang-s", type=float, default=10.0)
     parser.add_argument("--scaling", action="store_true")
+    parser.add_argument("--sides", default="256,768,1536", help="image widths of --scaling (height: 3/4)")
+    parser.add_argument("--scaling-codecs", default="jpeg,gan-inversion,vaegan-c8")
     args = parser.parse_args()
     import tempfile
 
@@ -372,7 +376,7 @@ def main() -> int:
             print(json.dumps(result), flush=True)
             failed |= bool(result["crashes"]) or bool(result["outcomes"].get("hang"))
         if args.scaling:
-            scaling(tmp)
+            scaling(tmp, tuple(int(v) for v in args.sides.split(",")), tuple(args.scaling_codecs.split(",")))
     return 1 if failed else 0
 
 

@@ -3,7 +3,8 @@
     python benchmarks/hostile_inputs.py [--code DIR] [--cpu-limit 30] [--mem-limit-gb 6]
 
 Builds each file in a temporary folder, then decodes it in a fresh process (``--code`` is the source tree
-it imports, default this one; pass an older checkout for a before/after comparison) under RLIMIT_CPU and
+it imports, default this one; pass an older checkout, with ``--read-bytes``, for a before/after comparison)
+under RLIMIT_CPU and
 RLIMIT_AS, and prints one JSON line per input: the exception class (or ``ok``, or ``killed`` when a limit
 stopped it), CPU seconds, and the peak RSS during the decode (VmHWM, reset just before it through
 /proc/self/clear_refs) over the RSS just before it.
@@ -52,7 +53,8 @@ try:
         load_model(path)
     else:
         from pathlib import Path
-        decode_file(Path(path))
+        # a path: read header first (this tree); bytes: what `gencomp decompress` of an older tree did
+        decode_file(Path(path) if sys.argv[6] == "path" else Path(path).read_bytes())
     outcome = "ok"
 except MemoryError:
     outcome = "MemoryError"
@@ -141,12 +143,15 @@ def main() -> int:
     parser.add_argument("--code", type=Path, default=ROOT)
     parser.add_argument("--cpu-limit", type=int, default=30)
     parser.add_argument("--mem-limit-gb", type=int, default=6)
+    parser.add_argument("--read-bytes", action="store_true",
+                        help="decode the file's bytes, as the CLI did before decode_file took a path")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     with tempfile.TemporaryDirectory() as tmp:
         for name, (kind, path) in build(Path(tmp)).items():
             proc = subprocess.run([sys.executable, "-c", _CHILD, str(args.code.resolve()), kind, str(path),
-                                   str(args.cpu_limit), str(args.mem_limit_gb)], capture_output=True, text=True)
+                                   str(args.cpu_limit), str(args.mem_limit_gb),
+                                   "bytes" if args.read_bytes else "path"], capture_output=True, text=True)
             lines = proc.stdout.strip().splitlines()
             result = json.loads(lines[-1]) if proc.returncode == 0 and lines else \
                 {"outcome": f"killed (exit {proc.returncode})"}
