@@ -104,7 +104,8 @@ def check_option(model: type, field: str, value: Any, option: str) -> Any:
     from pydantic import TypeAdapter, ValidationError
 
     info = model.model_fields[field]
-    adapter = TypeAdapter(_Annotated[info.annotation, *info.metadata]) if info.metadata else TypeAdapter(info.annotation)
+    annotation = _Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+    adapter = TypeAdapter(annotation)
     try:
         return adapter.validate_python(value)
     except ValidationError as exc:

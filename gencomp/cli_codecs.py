@@ -85,9 +85,9 @@ def _plan(src: Path, dst: Path, suffixes: frozenset[str], new_suffix: str) -> li
         raise _Usage(f"{src} is a directory, so the output {dst} must be a directory too")
     src_real, dst_real = src.resolve(), dst.resolve()
     if dst_real == src_real or src_real in dst_real.parents:
-        raise _Usage(f"output directory {dst} is {'the input directory' if dst_real == src_real else 'inside the input directory'} "
-                     f"{src}; an in-place run would mix outputs with (and could replace) the inputs. "
-                     "Choose an output directory outside it")
+        where = "the input directory" if dst_real == src_real else "inside the input directory"
+        raise _Usage(f"output directory {dst} is {where} {src}; an in-place run would mix outputs with (and could "
+                     "replace) the inputs. Choose an output directory outside it")
     pairs: list[tuple[Path, Path]] = []
     seen: dict[Path, Path] = {}
     for path in sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in suffixes):

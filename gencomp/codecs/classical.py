@@ -136,8 +136,8 @@ class PillowCodec(Codec):
         super().check_header(header)
         limit = header.pixels * PAYLOAD_BYTES_PER_PIXEL + PAYLOAD_BYTES_EXTRA
         if header.payload_size > limit:
-            raise LimitExceeded(f"{header.payload_size}-byte payload for a {header.width}x{header.height} image is over "
-                                f"{self.name}'s limit of {limit} bytes")
+            raise LimitExceeded(f"{header.payload_size}-byte payload for a {header.width}x{header.height} image "
+                                f"is over {self.name}'s limit of {limit} bytes")
 
     def decode(self, data: bytes) -> Image.Image:
         return self.decode_container(self.open_container(data))

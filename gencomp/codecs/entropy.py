@@ -77,7 +77,8 @@ def _decode_guarded(coder: AnsCoder, count: int, run) -> np.ndarray:
     parts = []
     for lo, hi in spans:
         if coder.is_empty():
-            raise EntropyDecodeError(f"ANS bitstream runs out within the first {hi} of its {count} symbols: it is too short")
+            raise EntropyDecodeError(
+                f"ANS bitstream runs out within the first {hi} of its {count} symbols: it is too short")
         parts.append(np.asarray(run(lo, hi)))
     return np.concatenate(parts)
 

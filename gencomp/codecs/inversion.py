@@ -280,7 +280,8 @@ class GANInversionCodec(ModelCodec):
         try:
             check_gaussian_capacity(n, shape=(count,), mean=mean, std=std, low=low, high=high)
         except EntropyDecodeError as exc:
-            raise CorruptPayload(f"payload cannot hold the {header.width}x{header.height} image's latents: {exc}") from None
+            raise CorruptPayload(
+                f"payload cannot hold the {header.width}x{header.height} image's latents: {exc}") from None
 
     def decode(self, data: bytes) -> Image.Image:
         return self.decode_container(self.open_container(data))

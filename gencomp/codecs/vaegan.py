@@ -14,8 +14,9 @@ Decoding first checks that the payload can hold the latent the header's size imp
 floats; for entropy-coded symbols, at least the bits the prior makes any value cost), rebuilds the latent
 (symbols x quant_step, or the floats), runs the decoder with ``channels=C`` in tiles of at most
 ``_DECODE_CORE`` latent rows and columns, each with ``_DECODE_MARGIN`` latents of context on every side (more
-than the decoder's receptive field, so the tiles join without seams), and crops the padding away. The header records C and the storage; quant_step and downsample come from the
-model, which the header's fingerprint pins. "vaegan-c28" ... "vaegan-c2" are the same codec with C fixed.
+than the decoder's receptive field, so the tiles join without seams), and crops the padding away. The
+header records C and the storage; quant_step and downsample come from the model, which the header's
+fingerprint pins. "vaegan-c28" ... "vaegan-c2" are the same codec with C fixed.
 
 Rate control without retraining: ``quant_scale`` s multiplies the model's latent step (symbols
 ``round(mu / (quant_step * s))``, the prior's mean and scale divided by s to stay in symbol units). s < 1
@@ -154,7 +155,8 @@ class VAEGANCodec(ModelCodec):
         try:
             check_gaussian_capacity(header.payload_size, shape=shape, mean=mean, std=scale, low=low, high=high)
         except EntropyDecodeError as exc:
-            raise CorruptPayload(f"payload cannot hold the {header.width}x{header.height} image's latent: {exc}") from None
+            raise CorruptPayload(
+                f"payload cannot hold the {header.width}x{header.height} image's latent: {exc}") from None
 
     def latent_from_container(self, data: bytes | Container) -> tuple[np.ndarray, int, tuple[int, int]]:
         """(latent (C, h, w) float32 as the decoder sees it, C, (width, height)) of a ``.gcz`` file (its bytes, or

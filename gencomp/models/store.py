@@ -202,7 +202,8 @@ def _check_config(kind: str, config: dict[str, Any]) -> None:
     if model.get("upsample", "nearest") not in UPSAMPLE_MODES:
         raise ValueError(f"model.upsample must be one of {UPSAMPLE_MODES}, got {model.get('upsample')!r}")
     if prior.get("channels") != max_channels:
-        raise ValueError(f"prior.channels must equal model.max_channels ({max_channels}), got {prior.get('channels')!r}")
+        raise ValueError(
+            f"prior.channels must equal model.max_channels ({max_channels}), got {prior.get('channels')!r}")
     step = config["quant_step"]
     if isinstance(step, bool) or not isinstance(step, (int, float)) or not (math.isfinite(step) and step > 0):
         raise ValueError(f"quant_step must be a positive number, got {step!r}")
