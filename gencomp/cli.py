@@ -1,34 +1,114 @@
 """The `gencomp` command line: every stage, outside DVC and Prefect, plus compress/decompress/info/codecs.
 
 The same library functions as the pipeline's stages do the work; this module only parses arguments and
-reports. Errors print one line on stderr and exit non-zero, never a traceback.
+reports. Errors print one line on stderr and exit non-zero, never a traceback: 2 for a usage error (a bad
+option, checked against the same schema as params.yaml, ``gencomp/config.py``), 3 for a refused or corrupt
+input file, 1 for anything else (an internal error; ``GENCOMP_TRACEBACK=1`` shows its traceback). Messages
+are printed as text, never as rich markup, so a path such as ``x[/bold]`` prints as it is.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import click
 import typer
+import typer.core
 import yaml
 from rich.console import Console
+from rich.markup import escape
+
+EXIT_USAGE = 2
+EXIT_REFUSED = 3
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+def _print_error(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(_one_line(message))}", highlight=False, soft_wrap=True)
+
+
+def _click_exceptions(name: str) -> tuple[type[BaseException], ...]:
+    """The click exception class ``name``, from click and from the copy of click that typer ships (typer >= 0.20
+    raises its own)."""
+    modules = [click.exceptions]
+    try:
+        from typer import _click as typer_click
+
+        modules.append(typer_click.exceptions)
+    except ImportError:  # an older typer that uses click itself
+        pass
+    return tuple({getattr(m, name) for m in modules if hasattr(m, name)})
+
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """Usage errors (bad option values, unknown options) as one ``error:`` line with exit 2, instead of click's
+    usage box; any other exception as one line with exit 1, instead of a traceback."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _click_exceptions("NoArgsIsHelpError") as exc:
+            print(exc.ctx.get_help() if exc.ctx else exc.format_message(), file=sys.stderr)
+            sys.exit(EXIT_USAGE)
+        except _click_exceptions("UsageError") as exc:
+            where = f"{exc.ctx.command_path}: " if exc.ctx is not None else ""
+            _print_error(f"{where}{exc.format_message()} (see --help)")
+            sys.exit(EXIT_USAGE)
+        except _click_exceptions("ClickException") as exc:
+            _print_error(exc.format_message())
+            sys.exit(exc.exit_code)
+        except _click_exceptions("Abort"):
+            _print_error("aborted")
+            sys.exit(1)
+        except Exception as exc:
+            if os.environ.get("GENCOMP_TRACEBACK"):
+                raise
+            _print_error(f"internal error ({type(exc).__name__}: {exc}); GENCOMP_TRACEBACK=1 shows where")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
 
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="gencomp",
     help="Generative image compression research pipeline.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
 
 
-def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+def fail(message: str, code: int = EXIT_USAGE) -> None:
+    """Print ``message`` as one escaped line and exit with ``code``."""
+    _print_error(message)
     raise typer.Exit(code)
+
+
+def check_option(model: type, field: str, value: Any, option: str) -> Any:
+    """Validate one command-line option against its field in the params schema (``gencomp/config.py``), so
+    the command line and params.yaml accept the same values; a bad one is a usage error naming the option."""
+    from typing import Annotated as _Annotated
+
+    from pydantic import TypeAdapter, ValidationError
+
+    info = model.model_fields[field]
+    annotation = _Annotated[info.annotation, *info.metadata] if info.metadata else info.annotation
+    adapter = TypeAdapter(annotation)
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        fail(f"{option} {value!r}: {exc.errors()[0]['msg']}")
 
 
 def parse_settings(pairs: list[str]) -> dict[str, Any]:
@@ -133,14 +213,21 @@ def dedupe(
     workers: Annotated[int, typer.Option(help="Hashing processes.")] = 2,
 ) -> None:
     """Find exact and near-duplicate images; write clusters.parquet and a contact sheet."""
+    from gencomp.config import DedupeParams
     from gencomp.data.dedupe import run_dedupe
 
+    threshold = check_option(DedupeParams, "threshold", threshold, "--threshold")
+    hash_kind = check_option(DedupeParams, "hash", hash_kind, "--hash")
+    workers = check_option(DedupeParams, "workers", workers, "--workers")
     if not images_dir.is_dir():
         fail(f"{images_dir} is not a folder")
     manifest = images_dir / "manifest.parquet"
-    with console.status("hashing and clustering..."):
-        summary = run_dedupe(images_dir, out, manifest=manifest if manifest.exists() else None,
-                             threshold=threshold, hash_kind=hash_kind, workers=workers)
+    try:
+        with console.status("hashing and clustering..."):
+            summary = run_dedupe(images_dir, out, manifest=manifest if manifest.exists() else None,
+                                 threshold=threshold, hash_kind=hash_kind, workers=workers)
+    except (ValueError, OSError) as exc:
+        fail(str(exc))
     console.print_json(json.dumps(summary, default=str))
 
 
@@ -155,13 +242,22 @@ def shard(
     quality: Annotated[int, typer.Option(help="JPEG quality of the stored images (with --max-short-side).")] = 90,
 ) -> None:
     """Write the kept images as Parquet shards with a cluster-aware train/val/test split."""
+    from gencomp.config import ShardParams, ShardResize
     from gencomp.data.shards import write_shards
 
+    target_mb = check_option(ShardParams, "target_mb", target_mb, "--target-mb")
+    quality = check_option(ShardResize, "quality", quality, "--quality")
+    if max_short_side is not None:
+        max_short_side = check_option(ShardResize, "max_short_side", max_short_side, "--max-short-side")
+    if not images_dir.is_dir():
+        fail(f"{images_dir} is not a folder")
+    if not clusters.is_file():
+        fail(f"{clusters} does not exist (run `gencomp dedupe` first)")
     resize = None if max_short_side is None else {"max_short_side": max_short_side, "quality": quality}
     try:
         with console.status("writing shards..."):
             manifest = write_shards(clusters, images_dir, out, target_mb=target_mb, resize=resize)
-    except ValueError as exc:  # ShardError too: a refused append or a bad setting, not a crash
+    except (ValueError, OSError) as exc:  # ShardError too: a refused append or a bad setting, not a crash
         fail(str(exc))
     console.print_json(json.dumps(manifest, default=str))
 
@@ -194,8 +290,13 @@ def train(
     if not resume and (out / CHECKPOINT_NAME).exists():  # a forgotten --resume must not overwrite hours of work
         fail(f"{out / CHECKPOINT_NAME} holds an earlier run: add --resume to continue it, or delete it "
              "(or choose another --out) to start over")
-    summary = run_training(kind, data_dir=data, out_dir=out, preset=preset, overrides=overrides,
-                           resume=resume, progress=True)
+    if not data.is_dir():
+        fail(f"{data} is not a folder (a shards folder from `gencomp shard`)")
+    try:
+        summary = run_training(kind, data_dir=data, out_dir=out, preset=preset, overrides=overrides,
+                               resume=resume, progress=True)
+    except (ValueError, FileNotFoundError) as exc:  # unusable data or checkpoint: the user's to fix
+        fail(str(exc))
     console.print_json(json.dumps(summary, default=str))
 
 
@@ -215,8 +316,14 @@ def evaluate(
     """Run codecs over a folder of images and write one row per image and setting."""
     import pandas as pd
 
+    from gencomp.config import EvalDataset, EvaluateParams
     from gencomp.evaluate import evaluate_folder, expand_grid
 
+    if max_images is not None:
+        max_images = check_option(EvalDataset, "max_images", max_images, "--max-images")
+    if max_side is not None:
+        max_side = check_option(EvalDataset, "max_side", max_side, "--max-side")
+    workers = check_option(EvaluateParams, "workers", workers, "--workers")
     if not images_dir.is_dir():
         fail(f"{images_dir} is not a folder")
     if (grid is None) == (not codec):
@@ -241,18 +348,30 @@ def evaluate(
         spec = [{"codec": name, "settings": settings, **({"sweep": sweeps} if sweeps else {})} for name in codec]
     try:
         cells = expand_grid(spec)
-    except (KeyError, ValueError, TypeError) as exc:
+        from gencomp.codecs import get_codec
+
+        for cell in cells:  # an unknown codec or setting is the command line's error, not every image's
+            get_codec(cell.codec, **cell.settings)
+    except KeyError as exc:
+        fail(str(exc.args[0]) if exc.args else str(exc))
+    except (ValueError, TypeError) as exc:
         fail(str(exc))
-    path = evaluate_folder(images_dir, cells, out, dataset=dataset, samples_dir=out / "samples",
-                           max_images=max_images, max_side=max_side, workers=workers, recursive=True)
+    try:
+        path = evaluate_folder(images_dir, cells, out, dataset=dataset, samples_dir=out / "samples",
+                               max_images=max_images, max_side=max_side, workers=workers, recursive=True)
+    except (ValueError, OSError) as exc:
+        fail(str(exc))
     frame = pd.read_parquet(path)
+    if frame.empty:
+        fail(f"{images_dir}: no usable images (see {out / 'rejected.csv'} for the files refused)", EXIT_REFUSED)
     if len(frame):
         summary = frame.groupby("label", sort=False)[["bpp", "psnr", "ssim", "ms_ssim"]].mean().round(4)
         console.print(summary.to_string())
     failed = frame[frame["error"].fillna("") != ""] if "error" in frame else frame.iloc[:0]
     for _, row in failed.iterrows():
-        err_console.print(f"[red]failed[/] {row['label']} on {row['image']}: {row['error']}")
-    console.print(f"wrote {path}")
+        line = _one_line(f"{row['label']} on {row['image']}: {row['error']}")
+        err_console.print(f"[red]failed[/] {escape(line)}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {path}", highlight=False, markup=False)
     if len(failed) and not allow_failures:
         raise typer.Exit(1)
 
@@ -272,8 +391,19 @@ def report(
 
     if not results.is_file():
         fail(f"{results} does not exist")
-    written = build_report(results, out, samples_dir=samples, dataset=dataset,
-                           reference_points=KODAK_REFERENCE_POINTS if kodak_reference else None)
+    if samples is not None and not samples.is_dir():
+        fail(f"--samples {samples} is not a folder")
+    try:
+        import pyarrow.parquet as pq
+
+        pq.read_metadata(results)
+    except Exception as exc:  # not a Parquet file at all: a refused input
+        fail(f"{results} is not a readable results.parquet ({_one_line(str(exc))})", EXIT_REFUSED)
+    try:
+        written = build_report(results, out, samples_dir=samples, dataset=dataset,
+                               reference_points=KODAK_REFERENCE_POINTS if kodak_reference else None)
+    except (ValueError, KeyError, OSError) as exc:
+        fail(f"{results}: {exc}", EXIT_REFUSED)
     console.print_json(json.dumps({k: str(v) for k, v in written.items()}))
 
 

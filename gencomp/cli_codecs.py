@@ -6,6 +6,10 @@ bar. Exit codes: 0 ok; 2 usage (bad option, unknown codec or setting, missing in
 3 a refused or corrupt file (not an image, bad ``.gcz``, wrong model, unreachable target rate). In directory
 mode every file is tried, each failure is reported on stderr, and the exit code is 3 if any failed.
 Outputs are written atomically (temp file + rename), so a failure never leaves a half-written file.
+
+Inputs are never written over: an output that is its own input, or a directory run whose output directory is
+the input directory or inside it, is refused (exit 2) whatever the options; an output file that already exists
+is refused unless ``--force`` is given. Both checks run before any file is written.
 """
 
 from __future__ import annotations
@@ -45,6 +49,30 @@ def _refusal_types() -> tuple[type[BaseException], ...]:
     return (ContainerError, ImageRejected, TargetRateUnreachable)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and a.samefile(b)
+    except OSError:
+        return False
+
+
+def _check_outputs(pairs: list[tuple[Path, Path]], force: bool) -> None:
+    """Refuse a run that would write over one of its inputs, or (without ``force``) over any existing file."""
+    inputs = [p.resolve() for p, _ in pairs]
+    input_set = set(inputs)
+    existing = []
+    for src, dst in pairs:
+        if dst.resolve() in input_set or _same_file(src, dst):
+            raise _Usage(f"refusing to write {dst} over an input file; choose another output")
+        if dst.exists():
+            if dst.is_dir():
+                raise _Usage(f"output {dst} is a directory")
+            existing.append(dst)
+    if existing and not force:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        raise _Usage(f"{existing[0]}{more} already exist(s); add --force to replace")
+
+
 def _plan(src: Path, dst: Path, suffixes: frozenset[str], new_suffix: str) -> list[tuple[Path, Path]]:
     """(input, output) pairs: one file, or every matching file under a directory mirrored into ``dst``."""
     if not src.exists():
@@ -55,6 +83,11 @@ def _plan(src: Path, dst: Path, suffixes: frozenset[str], new_suffix: str) -> li
         return [(src, dst)]
     if dst.exists() and not dst.is_dir():
         raise _Usage(f"{src} is a directory, so the output {dst} must be a directory too")
+    src_real, dst_real = src.resolve(), dst.resolve()
+    if dst_real == src_real or src_real in dst_real.parents:
+        where = "the input directory" if dst_real == src_real else "inside the input directory"
+        raise _Usage(f"output directory {dst} is {where} {src}; an in-place run would mix outputs with (and could "
+                     "replace) the inputs. Choose an output directory outside it")
     pairs: list[tuple[Path, Path]] = []
     seen: dict[Path, Path] = {}
     for path in sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in suffixes):
@@ -135,6 +168,9 @@ def register(app: typer.Typer) -> None:
         setting: Annotated[
             Optional[list[str]], typer.Option("--set", help="Any other codec setting, key=value (repeatable).")
         ] = None,
+        force: Annotated[bool, typer.Option("--force", help="Replace output files that already exist.")] = False,
+        max_pixels: Annotated[Optional[int], typer.Option(
+            help="Refuse images over this many pixels (default: the codec family's limit).", min=1)] = None,
     ) -> None:
         """Compress images to .gcz files."""
         from gencomp.codecs import get_codec
@@ -145,7 +181,10 @@ def register(app: typer.Typer) -> None:
         try:
             settings = build_settings(codec, options, setting or [])
             instance = get_codec(codec, **settings)
+            if max_pixels is not None:
+                instance.max_pixels = max_pixels
             pairs = _plan(src, out, IMAGE_SUFFIXES, CONTAINER_SUFFIX)
+            _check_outputs(pairs, force)
         except (_Usage, ValueError, KeyError) as exc:
             _fail(exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc), EXIT_USAGE)
 
@@ -165,6 +204,9 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", "-o", help="Output PNG file (or directory).")],
         model: Annotated[Optional[Path], typer.Option(help="Model file (generative codecs).")] = None,
         device: Annotated[str, typer.Option(help="cpu, cuda or auto: where a generative decoder runs.")] = "cpu",
+        force: Annotated[bool, typer.Option("--force", help="Replace output files that already exist.")] = False,
+        max_pixels: Annotated[Optional[int], typer.Option(
+            help="Refuse files declaring more pixels than this (default: the codec family's limit).", min=1)] = None,
     ) -> None:
         """Decompress .gcz files to PNG."""
         from gencomp.codecs import decode_file
@@ -174,11 +216,12 @@ def register(app: typer.Typer) -> None:
         try:
             resolve_device(device)  # a wrong or absent device is a usage error before any file is read
             pairs = _plan(src, out, frozenset({CONTAINER_SUFFIX}), ".png")
+            _check_outputs(pairs, force)
         except (_Usage, ValueError) as exc:
             _fail(str(exc), EXIT_USAGE)
 
-        def work(path: Path, target: Path) -> None:
-            image = decode_file(path.read_bytes(), model=str(model) if model else None, device=device)
+        def work(path: Path, target: Path) -> None:  # from the path: read header first, the payload only if it passes
+            image = decode_file(path, model=str(model) if model else None, device=device, max_pixels=max_pixels)
             _write(target, encode_png(image))
 
         _run(pairs, work, "decompressing")
@@ -192,12 +235,12 @@ def register(app: typer.Typer) -> None:
         from gencomp.codecs import inspect
         from gencomp.codecs.container import ContainerError
 
+        if not src.is_file():
+            _fail(f"{src}: no such file", EXIT_USAGE)
         try:
-            data = src.read_bytes()
+            fields = inspect(src)  # the header and a chunked CRC: constant memory
         except OSError as exc:
             _fail(f"{src}: {exc.strerror or exc}", EXIT_USAGE)
-        try:
-            fields = inspect(data)
         except ContainerError as exc:
             _fail(f"{src}: {exc}", EXIT_REFUSED)
         if as_json:

@@ -142,3 +142,40 @@ def test_pack_uint_refuses_out_of_range_values():
         pack_uint(np.array([16]), 4)
     with pytest.raises(EntropyDecodeError):
         unpack_uint(b"\x00", count=3, bits=4)
+
+
+def test_a_stream_too_short_for_the_requested_symbols_is_refused():
+    rng = np.random.default_rng(3)
+    symbols = rng.integers(-3, 4, size=1000)
+    data = encode_gaussian(symbols, mean=0.0, std=2.0, low=-20, high=20)
+    # a few more symbols than were coded: within what the length could carry, so only the decoder can tell
+    for extra in (1, 7, 100):
+        with pytest.raises(EntropyDecodeError, match="runs out"):
+            decode_gaussian(data, shape=(1000 + extra,), mean=0.0, std=2.0, low=-20, high=20, strict_end=True)
+    # far more than the stream's bits can hold: refused before decoding anything
+    with pytest.raises(EntropyDecodeError, match="cannot hold"):
+        decode_gaussian(data, shape=(10_000_000,), mean=0.0, std=2.0, low=-20, high=20, strict_end=True)
+
+
+def test_the_encoder_refuses_a_stream_indistinguishable_from_a_cut_one():
+    with pytest.raises(ValueError, match="lower edge"):
+        encode_gaussian(np.array([0, 1, -20]), mean=0.0, std=2.0, low=-20, high=20, strict_end=True)
+    # the same edge value with a nonzero escape elsewhere, or not last, is fine
+    for symbols in (np.array([0, -25, -20]), np.array([-20, 1, 0])):
+        data = encode_gaussian(symbols, mean=0.0, std=2.0, low=-20, high=20, strict_end=True)
+        assert (decode_gaussian(data, shape=(3,), mean=0.0, std=2.0, low=-20, high=20, strict_end=True)
+                == symbols).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(symbols=hnp.arrays(np.int64, st.integers(1, 300), elements=st.integers(-80, 80)),
+       std=st.floats(0.05, 50.0), mean=st.floats(-20.0, 20.0), half_range=st.integers(1, 60))
+def test_strict_round_trip_property(symbols, std, mean, half_range):
+    try:
+        data = encode_gaussian(symbols, mean=mean, std=std, low=-half_range, high=half_range, strict_end=True)
+    except ValueError:  # only the ambiguous stream is refused
+        assert symbols[-1] <= -half_range
+        return
+    out = decode_gaussian(data, shape=symbols.shape, mean=mean, std=std, low=-half_range, high=half_range,
+                          strict_end=True)
+    assert np.array_equal(out, symbols)

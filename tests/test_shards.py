@@ -238,3 +238,74 @@ def _exif_orientation(value):
     exif = Image.Exif()
     exif[0x0112] = value
     return exif.tobytes()
+
+
+def _writer(clusters_path, imgs, out, barrier_path):
+    """One shard writer process: waits until both exist, then writes (small shards: many manifest updates)."""
+    import time
+    from pathlib import Path
+
+    Path(f"{barrier_path}.{__import__('os').getpid()}").touch()
+    while len(list(Path(barrier_path).parent.glob(Path(barrier_path).name + ".*"))) < 2:
+        time.sleep(0.01)
+    shards.write_shards(clusters_path, imgs, out, target_rows=2, row_group_rows=1)
+
+
+def test_two_concurrent_writers_store_every_image_exactly_once(deduped, tmp_path):
+    import multiprocessing
+
+    imgs, clusters_path = deduped
+    out = tmp_path / "shards"
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: two real, independent writers
+    procs = [ctx.Process(target=_writer, args=(clusters_path, imgs, out, tmp_path / "ready")) for _ in range(2)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+        assert proc.exitcode == 0
+    kept = pd.read_parquet(clusters_path).query("keep")
+    rows = _read_all(out)
+    assert sorted(rows["sha256"]) == sorted(kept["sha256"])  # every image, none twice
+    assert shards.verify_shards(out)["rows"] == len(kept)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_held_lock_makes_a_writer_wait_or_refuse_busy(deduped, tmp_path):
+    imgs, clusters_path = deduped
+    out = tmp_path / "shards"
+    out.mkdir()
+    with shards.writer_lock(out):
+        with pytest.raises(shards.ShardError, match="busy"):
+            shards.write_shards(clusters_path, imgs, out, lock_timeout_s=0.3)
+    assert shards.write_shards(clusters_path, imgs, out)["rows"] > 0
+
+
+def test_leftovers_of_a_live_writer_are_kept_and_of_a_dead_one_removed(deduped, tmp_path):
+    import subprocess
+    import sys
+
+    imgs, clusters_path = deduped
+    out = tmp_path / "shards"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / f".tmp-{dead.stdout.strip()}-ab12cd34-part-00000.parquet").write_bytes(b"dead writer's")
+        (out / f".tmp-{live.pid}-ab12cd34-part-00000.parquet").write_bytes(b"live writer's")
+        (out / "._manifest.json.x1y2.tmp").write_bytes(b"{")
+        result = shards.write_shards(clusters_path, imgs, out)
+        assert sorted(result["removed_stray"]) == sorted([f".tmp-{dead.stdout.strip()}-ab12cd34-part-00000.parquet",
+                                                          "._manifest.json.x1y2.tmp"])
+        assert (out / f".tmp-{live.pid}-ab12cd34-part-00000.parquet").exists()
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_an_unreadable_listed_shard_is_a_clear_error(deduped, tmp_path):
+    imgs, clusters_path = deduped
+    out = tmp_path / "shards"
+    m = shards.write_shards(clusters_path, imgs, out, target_rows=8)
+    (out / m["shards"][0]["file"]).write_bytes(b"not parquet")
+    with pytest.raises(shards.ShardError, match="unreadable"):
+        shards.write_shards(clusters_path, imgs, out, target_rows=8)

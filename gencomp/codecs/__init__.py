@@ -20,17 +20,22 @@ from gencomp.codecs.container import (
     CorruptPayload,
     CrcMismatch,
     FingerprintMismatch,
+    Header,
+    LimitExceeded,
     MalformedHeader,
     TrailingData,
     Truncated,
     UnknownCodec,
     UnsupportedVersion,
     pack,
+    read_container,
+    read_header,
     unpack,
+    unpack_header,
 )
 
 
-def codec_class_for(container: Container) -> type[Codec]:
+def codec_class_for(container: Container | Header) -> type[Codec]:
     try:
         return REGISTRY.by_id(container.codec_id)
     except KeyError:
@@ -40,21 +45,32 @@ def codec_class_for(container: Container) -> type[Codec]:
         ) from None
 
 
-def decode_file(data: bytes, *, model: str | os.PathLike | Any | None = None, device: str = "cpu") -> Image.Image:
-    """Decode a complete ``.gcz`` file to an RGB image.
+def decode_file(data: bytes | os.PathLike, *, model: str | os.PathLike | Any | None = None, device: str = "cpu",
+                max_pixels: int | None = None) -> Image.Image:
+    """Decode a complete ``.gcz`` file (its bytes, or a path) to an RGB image.
 
     ``model`` (a path or a loaded model) is used by generative codecs; without it they use the default
     model path (see :func:`gencomp.codecs.base.default_model_path`). ``device`` (cpu, cuda, auto) is where a
-    generative decoder runs; classical codecs ignore it. Raises a ContainerError subclass for anything wrong
-    with the file, FingerprintMismatch when the model is not the one that encoded it.
+    generative decoder runs; classical codecs ignore it. ``max_pixels`` replaces the codec's pixel limit.
+    A path is read header first (``read_container``): a file refused by its header or the codec's limits
+    costs no more memory than its header. Raises a ContainerError subclass for anything wrong with the file,
+    FingerprintMismatch when the model is not the one that encoded it, LimitExceeded over a limit.
     """
-    container = unpack(data)
-    cls = codec_class_for(container)
+    header = read_header(data) if isinstance(data, (str, os.PathLike)) else unpack_header(data)
+    cls = codec_class_for(header)
     if not issubclass(cls, ModelCodec):
-        return cls().decode(data)
-    if model is None:
-        model = _model_matching(cls.model_kind, container.fingerprint)
-    return cls(model=model, device=device).decode(data)
+        codec = cls()
+    else:
+        if model is None:
+            model = _model_matching(cls.model_kind, header.fingerprint)
+        codec = cls(model=model, device=device)
+    if max_pixels is not None:
+        codec.max_pixels = int(max_pixels)
+    if type(codec).decode_container is Codec.decode_container:  # a codec that only decodes bytes
+        return codec.decode(data if not isinstance(data, (str, os.PathLike)) else open(data, "rb").read())
+    if isinstance(data, (str, os.PathLike)):
+        return codec.decode_container(read_container(data, check=codec.check_header))
+    return codec.decode_container(unpack(data, check=codec.check_header))
 
 
 def _model_matching(kind: str, fingerprint: bytes) -> str | os.PathLike | None:
@@ -72,9 +88,10 @@ def _model_matching(kind: str, fingerprint: bytes) -> str | os.PathLike | None:
     return None  # the codec's default: its FingerprintMismatch / missing-file error names the model to use
 
 
-def inspect(data: bytes) -> dict[str, Any]:
-    """Header fields of a ``.gcz`` file, checked (CRC included), plus sizes and bits per pixel."""
-    container = unpack(data)
+def inspect(data: bytes | os.PathLike) -> dict[str, Any]:
+    """Header fields of a ``.gcz`` file (bytes or a path, read in chunks), checked (CRC included), plus sizes
+    and bits per pixel."""
+    container = read_header(data) if isinstance(data, (str, os.PathLike)) else unpack_header(data)
     try:
         codec = REGISTRY.by_id(container.codec_id).name
     except KeyError:
@@ -88,8 +105,8 @@ def inspect(data: bytes) -> dict[str, Any]:
         "fingerprint": container.fingerprint.hex(),
         "params": {k: (v.hex() if isinstance(v, bytes) else v) for k, v in container.params.items()},
         "file_bytes": container.total_size,
-        "payload_bytes": len(container.payload),
-        "overhead_bytes": container.overhead,
+        "payload_bytes": container.payload_size,
+        "overhead_bytes": container.total_size - container.payload_size,
         "bpp": container.total_size * 8 / (container.width * container.height),
     }
 
@@ -98,5 +115,5 @@ __all__ = [
     "REGISTRY", "Codec", "ModelCodec", "Param", "get_codec", "register", "decode_file", "inspect",
     "codec_class_for", "pack", "unpack", "Container", "ContainerError", "BadMagic", "UnsupportedVersion",
     "UnknownCodec", "FingerprintMismatch", "Truncated", "TrailingData", "CrcMismatch", "MalformedHeader",
-    "CorruptPayload",
+    "CorruptPayload", "LimitExceeded", "Header", "read_container", "read_header", "unpack_header",
 ]

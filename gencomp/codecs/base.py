@@ -7,6 +7,13 @@ compression ratio is always the length of a file that decodes.
 Settings are validated once, in ``Codec.__init__``: unknown names, wrong types and values outside
 ``choices`` raise ``ValueError`` naming the codec and the setting. Decoding reads everything it needs from
 the file's header; the only setting a decoder uses is the model of a generative codec.
+
+Limits. Each codec has a pixel limit, ``max_pixels`` (a class default per family, ``CLASSICAL_MAX_PIXELS`` or
+``LEARNED_MAX_PIXELS``; set the attribute on an instance, or pass ``max_pixels`` to ``decode_file`` /
+``gencomp decompress --max-pixels``, to change it). Encoding refuses a larger image (so no file is written that
+the default decoder would refuse) and decoding refuses a larger header before its payload is read. Each codec
+also refuses, in :meth:`Codec.check_header`, a payload whose length cannot carry the image its header
+declares, so decoding time and memory are bounded by the file's own length and the pixel limit.
 """
 
 from __future__ import annotations
@@ -21,7 +28,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from PIL import Image
 
-from gencomp.codecs.container import Container, CorruptPayload, FingerprintMismatch, UnknownCodec, unpack
+from gencomp.codecs.container import (
+    Container,
+    CorruptPayload,
+    FingerprintMismatch,
+    Header,
+    LimitExceeded,
+    UnknownCodec,
+    unpack,
+)
+from gencomp.data.images import DEFAULT_MAX_PIXELS, TOO_LARGE, ImageRejected
 
 if TYPE_CHECKING:  # models pull in torch; classical codecs must not need them at import time
     from gencomp.models.store import LoadedModel
@@ -69,6 +85,12 @@ def _coerce(codec: str, param: Param, value: Any) -> Any:
     return value
 
 
+CLASSICAL_MAX_PIXELS = DEFAULT_MAX_PIXELS  # 8000 x 8000, the image rules' limit
+# A learned decoder spends seconds per megapixel on a CPU (the GAN: ~3 s/Mpx on 2 cores); 24 Mpx is a 6000 x 4000
+# camera image, about a minute and a half, in bounded tiles.
+LEARNED_MAX_PIXELS = 24_000_000
+
+
 class Codec(abc.ABC):
     """encode(image) -> bytes, decode(bytes) -> image."""
 
@@ -77,6 +99,7 @@ class Codec(abc.ABC):
     codec_id: ClassVar[int]  # stable id written into the container header
     bitstream: ClassVar[str]  # payload format; codecs with the same one decode each other's files
     params: ClassVar[tuple[Param, ...]] = ()
+    max_pixels: int = CLASSICAL_MAX_PIXELS  # per instance: encode and decode refuse larger images
 
     def __init__(self, **settings: Any):
         known = {p.name: p for p in self.params}
@@ -101,22 +124,38 @@ class Codec(abc.ABC):
         return b""
 
     def open_container(self, data: bytes) -> Container:
-        """Unpack ``data`` and check that this codec can decode its payload."""
-        container = unpack(data)
+        """Unpack ``data`` and check that this codec can decode its payload, within its limits."""
+        return unpack(data, check=self.check_header)
+
+    def check_header(self, header: Header) -> None:
+        """Refuse a file this codec cannot decode within its limits, before its payload is read: another
+        codec's bitstream, an image over ``max_pixels``. Codecs extend it with what their payload must hold."""
         try:
-            writer = REGISTRY.by_id(container.codec_id)
+            writer = REGISTRY.by_id(header.codec_id)
         except KeyError:
-            raise UnknownCodec(f"file was written by codec id {container.codec_id}, unknown to this gencomp") from None
+            raise UnknownCodec(f"file was written by codec id {header.codec_id}, unknown to this gencomp") from None
         if writer.bitstream != self.bitstream:
             raise CorruptPayload(f"file holds a {writer.name!r} bitstream, which codec {self.name!r} cannot decode")
-        return container
+        if header.pixels > self.max_pixels:
+            raise LimitExceeded(
+                f"{header.width}x{header.height} = {header.pixels} pixels is over codec {self.name!r}'s limit of "
+                f"{self.max_pixels} (raise it with --max-pixels if you trust this file)"
+            )
 
-    @staticmethod
-    def check_rgb(image: Image.Image) -> Image.Image:
+    def decode_container(self, container: Container) -> Image.Image:
+        """Decode a container already read and checked with :meth:`check_header` (``read_container``).
+        Codecs that implement it decode large files without holding the whole file in memory."""
+        raise NotImplementedError
+
+    def check_rgb(self, image: Image.Image) -> Image.Image:
         if not isinstance(image, Image.Image):
             raise TypeError(f"expected a PIL image, got {type(image).__name__}")
         if image.mode != "RGB":
             raise ValueError(f"expected an RGB image (decode through gencomp.data.images.open_image), got mode {image.mode}")
+        if image.width * image.height > self.max_pixels:
+            raise ImageRejected(
+                TOO_LARGE, f"{image.width}x{image.height} is over codec {self.name!r}'s limit of {self.max_pixels} pixels"
+            )
         return image
 
 
@@ -203,6 +242,7 @@ class ModelCodec(Codec):
     """A codec that needs a trained model; ``settings["model"]`` is a path or a LoadedModel."""
 
     model_kind: ClassVar[str]  # "gan" | "vaegan"
+    max_pixels: int = LEARNED_MAX_PIXELS
 
     def __init__(self, **settings: Any):
         super().__init__(**settings)
@@ -228,7 +268,17 @@ class ModelCodec(Codec):
 
         return fingerprint_bytes(self.loaded.fingerprint)
 
-    def check_fingerprint(self, container: Container) -> None:
+    def check_header(self, header: Header) -> None:
+        super().check_header(header)
+        try:
+            self.loaded
+        except ValueError as exc:  # a model of the other kind: not the model this file was written with
+            if "needs a" not in str(exc):
+                raise
+            raise FingerprintMismatch(f"file holds a {self.name!r} bitstream: {exc}") from None
+        self.check_fingerprint(header)
+
+    def check_fingerprint(self, container: Container | Header) -> None:
         if container.fingerprint != self.fingerprint:
             raise FingerprintMismatch(
                 f"file was encoded with model {container.fingerprint.hex()}, but the model given is "

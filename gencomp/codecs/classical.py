@@ -10,6 +10,12 @@ Settings: ``quality`` (each library's own scale; JPEG accepts 1, the poster's "J
 file (container bytes counted) is at or under the target, and the ``quality`` setting is ignored. A target
 below the rate of the lowest quality raises :class:`TargetRateUnreachable`. The chosen quality is written
 into the header (``q``), where ``gencomp info`` shows it.
+
+Limits: encoding refuses an image wider or taller than the format allows (``max_side``: JPEG 65500, WebP
+16383, AVIF 65536) as ``too_large`` instead of the library's own error. Decoding refuses, before decoding, a
+payload longer than ``PAYLOAD_BYTES_PER_PIXEL`` bytes per pixel of the header's size (plus 1 MiB of format
+headers; the worst real case, noise at the highest quality, is under 5), and a payload whose own header (read
+without decoding) gives another size than the container's.
 """
 
 from __future__ import annotations
@@ -20,8 +26,11 @@ from typing import Any, ClassVar
 from PIL import Image
 
 from gencomp.codecs.base import Codec, Param, register
-from gencomp.codecs.container import CorruptPayload, pack
-from gencomp.data.images import ImageRejected, open_image
+from gencomp.codecs.container import Container, CorruptPayload, Header, LimitExceeded, pack
+from gencomp.data.images import TOO_LARGE, ImageRejected, jxl_size, open_image, probe
+
+PAYLOAD_BYTES_PER_PIXEL = 16
+PAYLOAD_BYTES_EXTRA = 1 << 20
 
 try:  # registers the JXL format with Pillow
     import pillow_jxl  # noqa: F401
@@ -57,6 +66,7 @@ class PillowCodec(Codec):
     quality_limits: ClassVar[tuple[int, int]]  # what the quality setting accepts
     bisection_range: ClassVar[tuple[int, int] | None] = None  # what target_bpp searches; None: quality_limits
     extra_save_args: ClassVar[tuple[str, ...]] = ()  # settings passed through to Image.save
+    max_side: ClassVar[int | None] = None  # the format's largest width or height
 
     def __init__(self, **settings: Any):
         super().__init__(**settings)
@@ -85,6 +95,9 @@ class PillowCodec(Codec):
 
     def encode(self, image: Image.Image) -> bytes:
         image = self.check_rgb(image)
+        if self.max_side is not None and max(image.size) > self.max_side:
+            raise ImageRejected(TOO_LARGE, f"{image.width}x{image.height}: {self.pil_format} stores at most "
+                                           f"{self.max_side} pixels per side")
         # A bare copy of the pixels: no EXIF / ICC / XMP, and no "JPEG" format tag for plugins to act on.
         pixels = Image.frombytes("RGB", image.size, image.tobytes())
         target = self.settings.get("target_bpp")
@@ -119,10 +132,31 @@ class PillowCodec(Codec):
         best = max((data for data in cache.values() if len(data) * 8 / n_pixels <= target_bpp), key=len)
         return best
 
+    def check_header(self, header: Header) -> None:
+        super().check_header(header)
+        limit = header.pixels * PAYLOAD_BYTES_PER_PIXEL + PAYLOAD_BYTES_EXTRA
+        if header.payload_size > limit:
+            raise LimitExceeded(f"{header.payload_size}-byte payload for a {header.width}x{header.height} image "
+                                f"is over {self.name}'s limit of {limit} bytes")
+
     def decode(self, data: bytes) -> Image.Image:
-        container = self.open_container(data)
+        return self.decode_container(self.open_container(data))
+
+    def decode_container(self, container: Container) -> Image.Image:
+        try:  # the payload's own header first: a size that differs is refused before any decoding
+            # (Pillow's JPEG XL plugin decodes on open, so its size comes from the codestream header instead)
+            size = jxl_size(container.payload) if self.pil_format == "JXL" else None
+            if size is None:
+                info = probe(container.payload, formats={self.pil_format}, max_pixels=self.max_pixels)
+                size = (info.width, info.height)
+        except ImageRejected as exc:
+            raise CorruptPayload(f"{self.name} payload does not decode: {exc}") from exc
+        if size != (container.width, container.height):
+            raise CorruptPayload(
+                f"{self.name} payload is {size[0]}x{size[1]}, header says {container.width}x{container.height}"
+            )
         try:
-            image = open_image(container.payload, formats={self.pil_format})
+            image = open_image(container.payload, formats={self.pil_format}, max_pixels=self.max_pixels)
         except ImageRejected as exc:
             raise CorruptPayload(f"{self.name} payload does not decode: {exc}") from exc
         if image.size != (container.width, container.height):
@@ -138,6 +172,7 @@ class JPEGCodec(PillowCodec):
     codec_id = 1
     bitstream = "jpeg"
     pil_format = "JPEG"
+    max_side = 65500
     quality_limits = (1, 100)
     bisection_range = (1, 95)  # Pillow: above 95 the file grows with no visible gain
     params = (
@@ -152,6 +187,7 @@ class WebPCodec(PillowCodec):
     codec_id = 2
     bitstream = "webp"
     pil_format = "WEBP"
+    max_side = 16383
     quality_limits = (0, 100)
     extra_save_args = ("method",)
     params = (
@@ -167,6 +203,7 @@ class AVIFCodec(PillowCodec):
     codec_id = 3
     bitstream = "avif"
     pil_format = "AVIF"
+    max_side = 65536
     quality_limits = (0, 100)
     extra_save_args = ("speed",)
     params = (

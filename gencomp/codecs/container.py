@@ -24,16 +24,26 @@ A JPEG of a 768x512 image (parameter q=75, payload 16 KiB..2 MiB) costs 4+1+1+8+
 of container.
 Checks run in this order, so each failure gets the most specific error: magic (BadMagic), version
 (UnsupportedVersion), the structure (Truncated / TrailingData), the CRC (CrcMismatch), then the meaning of
-the fields (MalformedHeader). Codec lookup (UnknownCodec), model match (FingerprintMismatch) and payload
-decoding (CorruptPayload) are raised by the codecs with these same classes.
+the fields (MalformedHeader). Codec lookup (UnknownCodec), model match (FingerprintMismatch), the decoder's
+limits (LimitExceeded) and payload decoding (CorruptPayload) are raised by the codecs with these same classes.
+
+Bounded decoding. Everything a file asks a decoder to allocate is checked against what the file can carry
+before it is allocated: the header is at most ``MAX_HEADER_BYTES``; the image at most ``DEFAULT_MAX_PIXELS``
+here, and each codec family has its own, usually lower, pixel limit (``Codec.max_pixels``); each codec refuses
+a payload whose length cannot hold the image the header declares (``Codec.check_header``, before the payload
+is read). :func:`read_container` reads a file from disk in that order: header, CRC in 1 MiB chunks, limits,
+then the payload alone, so memory never holds more than the payload plus the decoded image.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
+import dataclasses
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Union
+from typing import BinaryIO, Union
 
 from gencomp.data.images import DEFAULT_MAX_PIXELS
 
@@ -43,6 +53,9 @@ FINGERPRINT_SIZE = 8
 NO_FINGERPRINT = bytes(FINGERPRINT_SIZE)
 CRC_SIZE = 4
 _MAX_VARINT_BYTES = 10
+MAX_PARAMS_BYTES = 4096  # every codec's parameters fit in a few dozen bytes
+MAX_HEADER_BYTES = 64 + MAX_PARAMS_BYTES  # magic .. payload length, at most
+_CHUNK = 1 << 20
 
 ParamValue = Union[int, float, str, bytes]
 _T_INT, _T_FLOAT, _T_STR, _T_BYTES = 0, 1, 2, 3
@@ -86,6 +99,29 @@ class MalformedHeader(ContainerError):
 
 class CorruptPayload(ContainerError):
     """The container is intact but the codec cannot decode its payload."""
+
+
+class LimitExceeded(ContainerError):
+    """The file asks the decoder for more than its limits allow (pixels, latent elements, payload bytes)."""
+
+
+@dataclass(frozen=True)
+class Header:
+    """The fields before the payload, with sizes; what :func:`read_header` returns and codecs check."""
+
+    codec_id: int
+    width: int
+    height: int
+    fingerprint: bytes
+    params: dict[str, ParamValue]
+    version: int
+    header_size: int  # bytes before the payload
+    payload_size: int
+    total_size: int  # the whole file, CRC included
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
 
 
 @dataclass(frozen=True)
@@ -256,6 +292,8 @@ def pack(
     if len(fingerprint) != FINGERPRINT_SIZE:
         raise ValueError(f"fingerprint must be {FINGERPRINT_SIZE} bytes, got {len(fingerprint)}")
     params_block = _encode_params(dict(params or {}))
+    if len(params_block) > MAX_PARAMS_BYTES:
+        raise ValueError(f"parameters take {len(params_block)} bytes, more than the {MAX_PARAMS_BYTES}-byte limit")
     body = b"".join(
         [
             MAGIC,
@@ -273,28 +311,43 @@ def pack(
     return body + struct.pack("<I", zlib.crc32(body))
 
 
-def unpack(data: bytes | bytearray | memoryview) -> Container:
-    """Parse and verify a ``.gcz`` file. Raises a :class:`ContainerError` subclass for anything wrong."""
-    data = bytes(data)
-    if len(data) < len(MAGIC):
-        if MAGIC.startswith(data):
-            raise Truncated(f"file is {len(data)} bytes, shorter than the {len(MAGIC)}-byte magic")
-        raise BadMagic(f"not a .gcz file: starts with {data[:4]!r}, expected {MAGIC!r}")
-    if data[: len(MAGIC)] != MAGIC:
-        raise BadMagic(f"not a .gcz file: starts with {data[:4]!r}, expected {MAGIC!r}")
-    reader = _Reader(data, Truncated, "file")
+def _check_magic(head: bytes | memoryview) -> None:
+    head = bytes(head[: len(MAGIC)])
+    if len(head) < len(MAGIC):
+        if MAGIC.startswith(head):
+            raise Truncated(f"file is {len(head)} bytes, shorter than the {len(MAGIC)}-byte magic")
+        raise BadMagic(f"not a .gcz file: starts with {head!r}, expected {MAGIC!r}")
+    if head != MAGIC:
+        raise BadMagic(f"not a .gcz file: starts with {head!r}, expected {MAGIC!r}")
+
+
+def _parse_structure(head: bytes | memoryview, total_size: int) -> tuple[Header, bytes]:
+    """Parse magic .. payload length from ``head`` (the file's first bytes) and check the sizes against
+    ``total_size``. Returns the header (params not yet decoded) and the raw params block."""
+    _check_magic(head)
+    reader = _Reader(bytes(head[:MAX_HEADER_BYTES]), Truncated, "file")
     reader.take(len(MAGIC), "magic")
     version = reader.u8("version")
     if version != VERSION:
-        raise UnsupportedVersion(f".gcz format version {version} is not supported (this gencomp reads {VERSION})")
-    codec_id = reader.varint("codec id")
-    fingerprint = reader.take(FINGERPRINT_SIZE, "fingerprint")
-    width = reader.varint("width")
-    height = reader.varint("height")
-    params_block = reader.take(reader.varint("params length"), "params")
-    payload_len = reader.varint("payload length")
+        raise UnsupportedVersion(
+            f".gcz format version {version} is not supported (this gencomp reads version {VERSION} only)"
+        )
+    try:
+        codec_id = reader.varint("codec id")
+        fingerprint = reader.take(FINGERPRINT_SIZE, "fingerprint")
+        width = reader.varint("width")
+        height = reader.varint("height")
+        params_len = reader.varint("params length")
+        if params_len > MAX_PARAMS_BYTES:
+            raise MalformedHeader(f"params block of {params_len} bytes is over the {MAX_PARAMS_BYTES}-byte limit")
+        params_block = reader.take(params_len, "params")
+        payload_len = reader.varint("payload length")
+    except Truncated:
+        if total_size > len(reader.data):  # more file follows: the header itself is too long, not cut short
+            raise MalformedHeader(f"header is longer than {MAX_HEADER_BYTES} bytes") from None
+        raise
     header_size = reader.pos
-    remaining = len(data) - header_size
+    remaining = total_size - header_size
     if remaining < payload_len + CRC_SIZE:
         raise Truncated(
             f"file is truncated: header declares {payload_len} payload bytes + {CRC_SIZE} CRC bytes, "
@@ -302,25 +355,101 @@ def unpack(data: bytes | bytearray | memoryview) -> Container:
         )
     if remaining > payload_len + CRC_SIZE:
         raise TrailingData(f"{remaining - payload_len - CRC_SIZE} unexpected bytes after the end of the file")
-    payload = data[header_size : header_size + payload_len]
-    (stored_crc,) = struct.unpack("<I", data[-CRC_SIZE:])
-    actual_crc = zlib.crc32(data[:-CRC_SIZE])
-    if stored_crc != actual_crc:
-        raise CrcMismatch(f"CRC32 mismatch (stored {stored_crc:08x}, computed {actual_crc:08x}): file is corrupt")
-    if width < 1 or height < 1 or width * height > DEFAULT_MAX_PIXELS:
-        raise MalformedHeader(f"image size {width}x{height} is invalid or over the {DEFAULT_MAX_PIXELS}-pixel limit")
+    header = Header(codec_id=codec_id, width=width, height=height, fingerprint=fingerprint, params={},
+                    version=version, header_size=header_size, payload_size=payload_len, total_size=total_size)
+    return header, params_block
+
+
+def _check_meaning(header: Header, params_block: bytes) -> Header:
+    if header.width < 1 or header.height < 1 or header.width * header.height > DEFAULT_MAX_PIXELS:
+        raise MalformedHeader(
+            f"image size {header.width}x{header.height} is invalid or over the {DEFAULT_MAX_PIXELS}-pixel limit"
+        )
     params = _decode_params(params_block)
-    return Container(
-        codec_id=codec_id,
-        width=width,
-        height=height,
-        payload=payload,
-        fingerprint=fingerprint,
-        params=params,
-        version=version,
-        header_size=header_size,
-        total_size=len(data),
-    )
+    return dataclasses.replace(header, params=params)
+
+
+def _crc_error(stored: int, actual: int) -> CrcMismatch:
+    return CrcMismatch(f"CRC32 mismatch (stored {stored:08x}, computed {actual:08x}): file is corrupt")
+
+
+def unpack_header(data: bytes | bytearray | memoryview) -> Header:
+    """Parse and verify (CRC included) a ``.gcz`` file in memory without copying its payload."""
+    view = memoryview(data).cast("B")
+    header, params_block = _parse_structure(view[:MAX_HEADER_BYTES], len(view))
+    (stored_crc,) = struct.unpack("<I", view[-CRC_SIZE:])
+    actual_crc = zlib.crc32(view[:-CRC_SIZE])
+    if stored_crc != actual_crc:
+        raise _crc_error(stored_crc, actual_crc)
+    return _check_meaning(header, params_block)
+
+
+def _container(header: Header, payload: bytes) -> Container:
+    return Container(codec_id=header.codec_id, width=header.width, height=header.height, payload=payload,
+                     fingerprint=header.fingerprint, params=header.params, version=header.version,
+                     header_size=header.header_size, total_size=header.total_size)
+
+
+def unpack(data: bytes | bytearray | memoryview, check: Callable[[Header], None] | None = None) -> Container:
+    """Parse and verify a ``.gcz`` file. Raises a :class:`ContainerError` subclass for anything wrong.
+
+    ``check(header)`` runs after the CRC and before the payload is copied out (a codec's limits)."""
+    view = memoryview(data).cast("B")
+    header = unpack_header(view)
+    if check is not None:
+        check(header)
+    payload = bytes(view[header.header_size : header.header_size + header.payload_size])
+    return _container(header, payload)
+
+
+def read_header(source: str | os.PathLike | BinaryIO) -> Header:
+    """The verified header of a ``.gcz`` file on disk: the CRC is computed in 1 MiB chunks, so memory stays
+    constant whatever the file's size."""
+    with _open(source) as f:
+        return _read_header(f)
+
+
+def _open(source: str | os.PathLike | BinaryIO):
+    if hasattr(source, "read"):
+        import contextlib
+
+        return contextlib.nullcontext(source)
+    return open(source, "rb")
+
+
+def _read_header(f: BinaryIO) -> Header:
+    f.seek(0, os.SEEK_END)
+    total = f.tell()
+    f.seek(0)
+    head = f.read(min(total, MAX_HEADER_BYTES))
+    header, params_block = _parse_structure(head, total)
+    f.seek(0)
+    crc, left = 0, total - CRC_SIZE
+    while left > 0:
+        chunk = f.read(min(_CHUNK, left))
+        if not chunk:
+            raise Truncated("file shrank while it was read")
+        crc = zlib.crc32(chunk, crc)
+        left -= len(chunk)
+    (stored_crc,) = struct.unpack("<I", f.read(CRC_SIZE))
+    if stored_crc != crc:
+        raise _crc_error(stored_crc, crc)
+    return _check_meaning(header, params_block)
+
+
+def read_container(source: str | os.PathLike | BinaryIO,
+                   check: Callable[[Header], None] | None = None) -> Container:
+    """Read and verify a ``.gcz`` file from disk without holding more than its payload: the header first,
+    the CRC in chunks, then ``check(header)`` (a codec's limits), and only then the payload."""
+    with _open(source) as f:
+        header = _read_header(f)
+        if check is not None:
+            check(header)
+        f.seek(header.header_size)
+        payload = f.read(header.payload_size)
+        if len(payload) != header.payload_size:
+            raise Truncated("file shrank while it was read")
+    return _container(header, payload)
 
 
 def fingerprint_bytes(hex_digest: str) -> bytes:

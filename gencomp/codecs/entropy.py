@@ -14,11 +14,24 @@ under uniform models. Values inside the range cost exactly what the model says; 
 symbol plus 6 bits plus the excess's bit length rounded up to 16. Choose the range wide enough (several
 standard deviations) that escapes are rare.
 
-The bitstream is the ANS coder's 32-bit words in little-endian order. Decoding checks that the coder is
-exactly empty at the end, which catches a stream with data left over (truncated, padded, or decoded with a
-model that spends fewer bits) with :class:`EntropyDecodeError`. It cannot catch a model that spends *more*
-bits (the ANS decoder then reads past the end as zeros): integrity is the container's job (CRC32, and the
-model fingerprint that pins the prior), so no check symbols are spent on it here.
+The bitstream is the ANS coder's 32-bit words in little-endian order. Decoding refuses, with
+:class:`EntropyDecodeError`:
+
+- with ``strict_end=True`` (below), before decoding, a stream too short to hold the symbols asked for:
+  every symbol costs at least ``-log2`` of the largest probability its model gives any one value
+  (:func:`gaussian_min_bits`), and the sum of those over the requested shape must fit in the stream's bits
+  (plus 64 bits of slack). So a short file cannot make the decoder produce (and the caller allocate)
+  millions of symbols;
+- with ``strict_end=True``, while decoding, a stream that runs out before the last symbol (the ANS decoder
+  would otherwise go on past the end as if it read zeros, producing the range's lowest symbol for free). A
+  stream is never empty while a symbol is left to decode, except when every escape excess is 0 and the
+  last symbols are ``low`` itself: the encoder's state only leaves zero with the first symbol pushed whose
+  cumulative probability is not zero. Such a stream cannot be told from one cut short, so
+  ``encode_gaussian(strict_end=True)`` refuses to write it (``ValueError``); codecs whose ``low`` lies far
+  in the tails (8 standard deviations and more) use ``strict_end`` on both sides. The coder is checked
+  before every chunk of ``_DECODE_CHUNK`` symbols and before the last one;
+- after decoding, a stream with data left over (truncated, padded, or decoded with a model that spends
+  fewer bits): the coder must be exactly empty.
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ Uniform = constriction.stream.model.Uniform
 MIN_STD = 1e-6  # a std of 0 is not a distribution; both sides clamp identically
 _LENGTH_ALPHABET = 64  # escape excess bit lengths 0..63
 _CHUNK_BITS = 16
+_DECODE_CHUNK = 1 << 16
 _MAX_SYMBOL = (1 << 31) - 1
 
 
@@ -54,6 +68,19 @@ def _split_escapes(symbols: np.ndarray, low: int, high: int) -> tuple[np.ndarray
     edge = (values <= low) | (values >= high)
     excess = np.where(values <= low, low - values, values - high)[edge]
     return coded.astype(np.int32), excess.astype(np.uint64)
+
+
+def _decode_guarded(coder: AnsCoder, count: int, run) -> np.ndarray:
+    """``run(lo, hi)`` decodes symbols lo..hi-1; refuse the stream when it is empty with symbols still to go."""
+    spans = [(lo, min(lo + _DECODE_CHUNK, count - 1)) for lo in range(0, count - 1, _DECODE_CHUNK)]
+    spans.append((count - 1, count))
+    parts = []
+    for lo, hi in spans:
+        if coder.is_empty():
+            raise EntropyDecodeError(
+                f"ANS bitstream runs out within the first {hi} of its {count} symbols: it is too short")
+        parts.append(np.asarray(run(lo, hi)))
+    return np.concatenate(parts)
 
 
 def _encode_excess(coder: AnsCoder, excess: np.ndarray) -> None:
@@ -98,6 +125,13 @@ def _join_escapes(coded: np.ndarray, excess: np.ndarray, low: int, high: int) ->
     return values
 
 
+def _refuse_ambiguous(coded: np.ndarray, excess: np.ndarray, low: int) -> None:
+    """The encoder's side of the decoder's "empty before the last symbol" check (module docstring)."""
+    if coded.size and coded[-1] == low and not np.any(excess):
+        raise ValueError(f"the last symbol lies exactly on the coded range's lower edge {low} with no escape excess: "
+                         "that stream would be indistinguishable from one cut short; widen the range")
+
+
 def _check_range(low: int, high: int) -> None:
     if not (-_MAX_SYMBOL <= low < high <= _MAX_SYMBOL):
         raise ValueError(f"symbol range [{low}, {high}] must satisfy low < high within 31 bits")
@@ -131,10 +165,50 @@ def _broadcast(name: str, value, shape: tuple[int, ...]) -> np.ndarray:
 
 # -- quantized Gaussian ---------------------------------------------------------------------------------
 
+_STATE_BITS = 64  # the ANS coder's state; information a stream can hold beyond its words
+_PROBABILITY_SLACK = 1e-4  # constriction's fixed-point probabilities may exceed the exact ones by less
 
-def encode_gaussian(symbols: np.ndarray, *, mean, std, low: int, high: int) -> bytes:
+
+def gaussian_min_bits(mean, std, low: int, high: int) -> np.ndarray:
+    """A lower bound on the bits any one symbol costs under ``QuantizedGaussian(low, high)`` with ``mean`` and
+    ``std`` (elementwise, broadcast): an inner integer bin holds at most ``erf(0.5 / (std sqrt 2))`` of the
+    Gaussian, the two edge bins hold their tails, and the leaky model leaves at least one 2**-24 unit to
+    every other symbol of the range."""
+    from scipy.special import erf, ndtr
+
+    mean = np.asarray(mean, dtype=np.float64)
+    std = np.maximum(np.asarray(std, dtype=np.float64), MIN_STD)
+    inner = erf(0.5 / (std * np.sqrt(2.0)))
+    upper = ndtr((mean - (high - 0.5)) / std)  # P(X > high - 0.5)
+    lower = ndtr(((low + 0.5) - mean) / std)  # P(X < low + 0.5)
+    peak = np.maximum(inner, np.maximum(upper, lower)) + _PROBABILITY_SLACK
+    leak_peak = 1.0 - (high - low) * 2.0**-24
+    return -np.log2(np.clip(np.minimum(peak, leak_peak), 2.0**-24, 1.0))
+
+
+def check_gaussian_capacity(n_bytes: int, *, shape: tuple[int, ...], mean, std, low: int, high: int) -> None:
+    """Raise EntropyDecodeError if ``n_bytes`` of stream cannot hold symbols of ``shape`` under ``mean`` and
+    ``std`` (broadcast to ``shape``); allocates nothing of the symbols' size when they broadcast."""
+    try:
+        bits = gaussian_min_bits(*np.broadcast_arrays(np.asarray(mean, dtype=np.float64),
+                                                     np.asarray(std, dtype=np.float64)), low, high)
+        needed = float(np.broadcast_to(bits, shape).sum(dtype=np.float64))
+    except ValueError:
+        raise ValueError(f"mean/std of shapes {np.shape(mean)}/{np.shape(std)} do not broadcast to symbols of "
+                         f"shape {shape}") from None
+    available = n_bytes * 8 + _STATE_BITS
+    if needed > available:
+        count = int(np.prod(shape, dtype=np.int64))
+        raise EntropyDecodeError(
+            f"a {n_bytes}-byte stream cannot hold {count} symbols: they need at least {needed:.0f} bits under "
+            f"their model, the stream has {available}"
+        )
+
+
+def encode_gaussian(symbols: np.ndarray, *, mean, std, low: int, high: int, strict_end: bool = False) -> bytes:
     """Code integer ``symbols`` under N(mean, std) quantized to integer bins, escaping values outside
-    ``[low, high]``. ``mean`` and ``std`` (in symbol units) broadcast to ``symbols.shape``."""
+    ``[low, high]``. ``mean`` and ``std`` (in symbol units) broadcast to ``symbols.shape``. ``strict_end``:
+    refuse a stream that ``decode_gaussian(strict_end=True)`` could not tell from a cut one (module doc)."""
     _check_range(low, high)
     symbols = np.asarray(symbols)
     if not np.issubdtype(symbols.dtype, np.integer):
@@ -144,6 +218,8 @@ def encode_gaussian(symbols: np.ndarray, *, mean, std, low: int, high: int) -> b
     if not (np.isfinite(means).all() and np.isfinite(stds).all()):
         raise ValueError("mean and std must be finite")
     coded, excess = _split_escapes(symbols, low, high)
+    if strict_end:
+        _refuse_ambiguous(coded, excess, low)
     coder = AnsCoder()
     _encode_excess(coder, excess)
     if coded.size:
@@ -151,15 +227,24 @@ def encode_gaussian(symbols: np.ndarray, *, mean, std, low: int, high: int) -> b
     return _words_to_bytes(coder)
 
 
-def decode_gaussian(data: bytes, *, shape: tuple[int, ...], mean, std, low: int, high: int) -> np.ndarray:
-    """Inverse of :func:`encode_gaussian`; returns int64 symbols of ``shape``."""
+def decode_gaussian(data: bytes, *, shape: tuple[int, ...], mean, std, low: int, high: int,
+                    strict_end: bool = False) -> np.ndarray:
+    """Inverse of :func:`encode_gaussian`; returns int64 symbols of ``shape``. Refuses a stream too short for
+    ``shape`` before decoding, one with data left after it, and with ``strict_end`` one that runs out before
+    its last symbol."""
     _check_range(low, high)
     shape = tuple(int(s) for s in shape)
+    if strict_end:  # without it, runs of `low` at the end are free (module doc) and no length bounds them
+        check_gaussian_capacity(len(data), shape=shape, mean=mean, std=std, low=low, high=high)
     means = _broadcast("mean", mean, shape)
     stds = np.maximum(_broadcast("std", std, shape), MIN_STD)
     coder = _coder_from_bytes(data)
     if means.size:
-        coded = coder.decode(QuantizedGaussian(low, high), means, stds)
+        model = QuantizedGaussian(low, high)
+        if strict_end:
+            coded = _decode_guarded(coder, means.size, lambda lo, hi: coder.decode(model, means[lo:hi], stds[lo:hi]))
+        else:
+            coded = coder.decode(model, means, stds)
     else:
         coded = np.zeros(0, dtype=np.int32)
     return _decode_rest(coder, coded, low, high).reshape(shape)

@@ -21,8 +21,10 @@ Storage of z (``bits`` and ``entropy``), all inside the ``.gcz`` payload:
   fixed 6-bit codes), and each value past the coded range costs an escape. Files without m and s (written
   before) decode under N(0, 1).
 
-Decoding runs ``G(z)`` per tile, reassembles, and crops. The header records bits, entropy mode and clip;
-the model is identified by its fingerprint. Deterministic on CPU for a given seed. With ``device=cuda`` the
+Decoding first checks that the payload's length fits the tile count the header's size implies (exactly for
+fixed-length storage; for entropy-coded z, at least the bits the Gaussian makes any value cost), then runs
+``G(z)`` on a few tiles at a time (``_DECODE_CHUNK``) straight into the 8-bit output, and crops. The header
+records bits, entropy mode and clip; the model is identified by its fingerprint. Deterministic on CPU for a given seed. With ``device=cuda`` the
 search runs on the GPU (random starts are still drawn on the CPU, so seeds mean the same); its latents can
 differ from the CPU's in the last bits, and any file decodes on either device.
 """
@@ -36,14 +38,23 @@ import torch
 from PIL import Image
 
 from gencomp.codecs.base import DEVICE_PARAM, ModelCodec, Param, register
-from gencomp.codecs.container import CorruptPayload, MalformedHeader, pack
-from gencomp.codecs.entropy import EntropyDecodeError, decode_gaussian, encode_gaussian, pack_uint, unpack_uint
-from gencomp.codecs.tiling import TileGrid, merge_tiles, split_tiles
+from gencomp.codecs.container import Container, CorruptPayload, Header, MalformedHeader, pack
+from gencomp.codecs.entropy import (
+    EntropyDecodeError,
+    check_gaussian_capacity,
+    decode_gaussian,
+    encode_gaussian,
+    pack_uint,
+    unpack_uint,
+)
+from gencomp.codecs.tiling import TileGrid, split_tiles
 
 FLOAT_BITS = (32, 16)
 MAX_UNIFORM_BITS = 12
 _ENTROPY_MODES = ("none", "gaussian")
-_DECODE_CHUNK = 256  # tiles per generator call when decoding
+# Tiles per generator call when decoding. On a CPU, 16 tiles keep the activations in ~50 MB (shipped model) and
+# decode faster than bigger batches; a GPU wants larger ones.
+_DECODE_CHUNK = {"cpu": 16, "cuda": 256}
 _PRIOR_SIGMAS = 8.0  # coded symbol range of the Gaussian mode, in prior standard deviations; beyond: escapes
 
 
@@ -135,7 +146,8 @@ class GANInversionCodec(ModelCodec):
             return pack_uint(quantize_uniform(z, bits=bits, clip=storage["c"]), bits)
         width = _bin_width(bits, storage["c"])
         mean, std, low, high = _symbol_gaussian(storage, width)
-        return encode_gaussian(np.round(z / width).astype(np.int64), mean=mean, std=std, low=low, high=high)
+        return encode_gaussian(np.round(z / width).astype(np.int64), mean=mean, std=std, low=low, high=high,
+                               strict_end=True)
 
     @staticmethod
     def _deserialize(payload: bytes, storage: dict[str, Any], shape: tuple[int, int]) -> np.ndarray:
@@ -155,7 +167,7 @@ class GANInversionCodec(ModelCodec):
                 return dequantize_uniform(indices, bits=bits, clip=storage["c"]).reshape(shape)
             width = _bin_width(bits, storage["c"])
             mean, std, low, high = _symbol_gaussian(storage, width)
-            symbols = decode_gaussian(payload, shape=shape, mean=mean, std=std, low=low, high=high)
+            symbols = decode_gaussian(payload, shape=shape, mean=mean, std=std, low=low, high=high, strict_end=True)
         except EntropyDecodeError as exc:
             raise CorruptPayload(f"latent bitstream does not decode: {exc}") from exc
         return (symbols * width).astype(np.float32)
@@ -252,17 +264,44 @@ class GANInversionCodec(ModelCodec):
             fingerprint=self.fingerprint, params=storage,
         )
 
+    def check_header(self, header: Header) -> None:
+        """Refuse a payload whose length cannot hold the latents of the tiles the header's size needs."""
+        super().check_header(header)
+        storage = self._storage_from_header(header.params)
+        gen = self.loaded.generator
+        count = TileGrid(height=header.height, width=header.width, tile=gen.tile).count * gen.latent_dim
+        bits, n = storage["b"], header.payload_size
+        if bits in FLOAT_BITS or storage["e"] == 0:
+            expected = count * bits // 8 if bits in FLOAT_BITS else -(-count * bits // 8)
+            if n != expected:
+                raise CorruptPayload(f"payload has {n} bytes; the {header.width}x{header.height} image's {count} "
+                                     f"latents of {bits} bits need {expected}")
+            return
+        width = _bin_width(bits, storage["c"])
+        mean, std, low, high = _symbol_gaussian(storage, width)
+        try:
+            check_gaussian_capacity(n, shape=(count,), mean=mean, std=std, low=low, high=high)
+        except EntropyDecodeError as exc:
+            raise CorruptPayload(
+                f"payload cannot hold the {header.width}x{header.height} image's latents: {exc}") from None
+
     def decode(self, data: bytes) -> Image.Image:
-        container = self.open_container(data)
-        self.check_fingerprint(container)
+        return self.decode_container(self.open_container(data))
+
+    def decode_container(self, container: Container) -> Image.Image:
         storage = self._storage_from_header(container.params)
         gen = self.loaded.generator
         grid = TileGrid(height=container.height, width=container.width, tile=gen.tile)
         z = self._deserialize(container.payload, storage, (grid.count, gen.latent_dim))
-        with torch.no_grad():  # in chunks: a large image has thousands of tiles
-            tiles = np.concatenate([
-                gen(torch.from_numpy(z[i : i + _DECODE_CHUNK]).to(self.device)).permute(0, 2, 3, 1).cpu().numpy()
-                for i in range(0, grid.count, _DECODE_CHUNK)
-            ])
-        pixels = merge_tiles(np.clip((tiles + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8), grid)
+        t = grid.tile
+        pixels = np.empty((grid.height, grid.width, 3), dtype=np.uint8)
+        chunk = _DECODE_CHUNK.get(torch.device(self.device).type, _DECODE_CHUNK["cuda"])
+        with torch.no_grad():  # in chunks, each straight into the 8-bit image: a large image has thousands of tiles
+            for i in range(0, grid.count, chunk):
+                tiles = gen(torch.from_numpy(z[i : i + chunk]).to(self.device)).permute(0, 2, 3, 1).cpu()
+                tiles = np.clip((np.nan_to_num(tiles.numpy()) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+                for k, tile in enumerate(tiles):  # row-major, as split_tiles cut them; the padding falls away
+                    row, col = divmod(i + k, grid.cols)
+                    y, x = row * t, col * t
+                    pixels[y : y + t, x : x + t] = tile[: grid.height - y, : grid.width - x]
         return Image.fromarray(pixels, "RGB")

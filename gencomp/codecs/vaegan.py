@@ -10,9 +10,13 @@ importance) and stores them as:
 - ``storage="raw"``: the poster's storage, ``raw_bits`` = 32 (float32) or 16 (float16) per latent value,
   unquantized (the rows of the poster's Table 2).
 
-Decoding rebuilds the latent (symbols x quant_step, or the floats), runs the decoder with ``channels=C``,
-and crops the padding away. The header records C and the storage; quant_step and downsample come from the
-model, which the header's fingerprint pins. "vaegan-c28" ... "vaegan-c2" are the same codec with C fixed.
+Decoding first checks that the payload can hold the latent the header's size implies (exactly, for raw
+floats; for entropy-coded symbols, at least the bits the prior makes any value cost), rebuilds the latent
+(symbols x quant_step, or the floats), runs the decoder with ``channels=C`` in tiles of at most
+``_DECODE_CORE`` latent rows and columns, each with ``_DECODE_MARGIN`` latents of context on every side (more
+than the decoder's receptive field, so the tiles join without seams), and crops the padding away. The
+header records C and the storage; quant_step and downsample come from the model, which the header's
+fingerprint pins. "vaegan-c28" ... "vaegan-c2" are the same codec with C fixed.
 
 Rate control without retraining: ``quant_scale`` s multiplies the model's latent step (symbols
 ``round(mu / (quant_step * s))``, the prior's mean and scale divided by s to stay in symbol units). s < 1
@@ -31,8 +35,8 @@ import torch
 from PIL import Image
 
 from gencomp.codecs.base import DEVICE_PARAM, ModelCodec, Param, register
-from gencomp.codecs.container import CorruptPayload, MalformedHeader, pack
-from gencomp.codecs.entropy import EntropyDecodeError, decode_gaussian, encode_gaussian
+from gencomp.codecs.container import Container, CorruptPayload, Header, MalformedHeader, pack
+from gencomp.codecs.entropy import EntropyDecodeError, check_gaussian_capacity, decode_gaussian, encode_gaussian
 from gencomp.codecs.refine import refine_latent
 from gencomp.codecs.tiling import pad_to_multiple
 
@@ -44,6 +48,11 @@ QUANT_SCALE_RANGE = (0.05, 20.0)
 DEFAULT_REFINE_STEPS = 20
 DEFAULT_REFINE_LAMBDA = 0.006
 MAX_REFINE_STEPS = 10_000
+# Decoder tiles, in latent units: the decoder's receptive field is under 6 latents (a 3x3 conv and two residual
+# blocks at latent resolution, then one 3x3 conv per 2x stage), so 8 latents of context make every tile's core
+# what a whole-image decode computes. 48 + 2 * 8 = 64 latents is 1024 px at downsample 16.
+_DECODE_CORE = 48
+_DECODE_MARGIN = 8
 
 
 class VAEGANCodec(ModelCodec):
@@ -123,7 +132,7 @@ class VAEGANCodec(ModelCodec):
             symbols = self._refine(mu / step, x, image, step=step, quant_scale=quant_scale)
             symbols = symbols[0].cpu().numpy().astype(np.int64)
             mean, scale, low, high = self._prior(channels, quant_step, quant_scale)
-            payload = encode_gaussian(symbols, mean=mean, std=scale, low=low, high=high)
+            payload = encode_gaussian(symbols, mean=mean, std=scale, low=low, high=high, strict_end=True)
             storage = _STORAGE_CODES["entropy"]
             if quant_scale != 1.0:
                 params["q"] = quant_scale
@@ -160,23 +169,47 @@ class VAEGANCodec(ModelCodec):
         )
         return result.latent
 
-    def latent_from_container(self, data: bytes) -> tuple[np.ndarray, int, tuple[int, int]]:
-        """(latent (C, h, w) float32 as the decoder sees it, C, (width, height)) of a ``.gcz`` file."""
-        container = self.open_container(data)
-        self.check_fingerprint(container)
-        channels, storage = container.params.get("c"), container.params.get("s")
+    def _header_params(self, params: dict) -> tuple[int, int, float]:
+        """(channels, storage code, quant_scale) of a header, validated against the model."""
+        channels, storage = params.get("c"), params.get("s")
         max_channels = int(self.loaded.config["model"]["max_channels"])
-        quant_scale = container.params.get("q", 1.0)
+        quant_scale = params.get("q", 1.0)
         if not (isinstance(channels, int) and 1 <= channels <= max_channels and storage in _STORAGE_CODES.values()
                 and isinstance(quant_scale, float) and QUANT_SCALE_RANGE[0] <= quant_scale <= QUANT_SCALE_RANGE[1]
-                and (storage == 0 or "q" not in container.params)):
-            raise MalformedHeader(f"invalid vaegan parameters {container.params}")
+                and (storage == 0 or "q" not in params)):
+            raise MalformedHeader(f"invalid vaegan parameters {params}")
+        return channels, storage, quant_scale
+
+    def check_header(self, header: Header) -> None:
+        """Refuse a payload whose length cannot hold the latent of the image the header declares."""
+        super().check_header(header)
+        channels, storage, quant_scale = self._header_params(header.params)
+        shape = self._latent_shape(header.width, header.height, channels)
+        count = int(np.prod(shape))
+        if storage:
+            if header.payload_size != count * (storage // 8):
+                raise CorruptPayload(f"payload has {header.payload_size} bytes, {count} float{storage} values need "
+                                     f"{count * (storage // 8)}")
+            return
+        mean, scale, low, high = self._prior(channels, self.loaded.quant_step, quant_scale)
+        try:
+            check_gaussian_capacity(header.payload_size, shape=shape, mean=mean, std=scale, low=low, high=high)
+        except EntropyDecodeError as exc:
+            raise CorruptPayload(
+                f"payload cannot hold the {header.width}x{header.height} image's latent: {exc}") from None
+
+    def latent_from_container(self, data: bytes | Container) -> tuple[np.ndarray, int, tuple[int, int]]:
+        """(latent (C, h, w) float32 as the decoder sees it, C, (width, height)) of a ``.gcz`` file (its bytes, or
+        a container already read and checked)."""
+        container = data if isinstance(data, Container) else self.open_container(data)
+        channels, storage, quant_scale = self._header_params(container.params)
         shape = self._latent_shape(container.width, container.height, channels)
         count = int(np.prod(shape))
         if storage == 0:
             mean, scale, low, high = self._prior(channels, self.loaded.quant_step, quant_scale)
             try:
-                symbols = decode_gaussian(container.payload, shape=shape, mean=mean, std=scale, low=low, high=high)
+                symbols = decode_gaussian(container.payload, shape=shape, mean=mean, std=scale, low=low, high=high,
+                                          strict_end=True)  # low is 8 prior stds out and more: never last
             except EntropyDecodeError as exc:
                 raise CorruptPayload(f"latent bitstream does not decode: {exc}") from exc
             latent = (symbols * (self.loaded.quant_step * quant_scale)).astype(np.float32)
@@ -191,15 +224,34 @@ class VAEGANCodec(ModelCodec):
         return latent, channels, (container.width, container.height)
 
     def decode_latent(self, latent: np.ndarray, *, channels: int, width: int, height: int) -> Image.Image:
-        """Run the decoder on a (C, h, w) latent and crop to ``width`` x ``height``."""
+        """Run the decoder on a (C, h, w) latent and crop to ``width`` x ``height``; in tiles (see the top), so
+        memory is bounded by the tile, not the image."""
+        d = int(self.loaded.config["model"]["downsample"])
+        _, rows, cols = latent.shape
+        pixels = np.empty((height, width, 3), dtype=np.uint8)
+        m = _DECODE_MARGIN
         with torch.no_grad():
-            y = torch.from_numpy(np.ascontiguousarray(latent)).unsqueeze(0).to(self.device)
-            x = self.loaded.model.decode(y, channels=channels)
-        pixels = np.clip(x[0].permute(1, 2, 0).cpu().numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(np.ascontiguousarray(pixels[:height, :width]), "RGB")
+            for r0 in range(0, rows, _DECODE_CORE):
+                for c0 in range(0, cols, _DECODE_CORE):
+                    r1, c1 = min(r0 + _DECODE_CORE, rows), min(c0 + _DECODE_CORE, cols)
+                    a0, b0 = max(r0 - m, 0), max(c0 - m, 0)
+                    block = latent[:, a0 : min(r1 + m, rows), b0 : min(c1 + m, cols)]
+                    y = torch.from_numpy(np.ascontiguousarray(block)).unsqueeze(0).to(self.device)
+                    x = self.loaded.model.decode(y, channels=channels)[0].permute(1, 2, 0).cpu().numpy()
+                    core = x[(r0 - a0) * d : (r1 - a0) * d, (c0 - b0) * d : (c1 - b0) * d]
+                    top, left = r0 * d, c0 * d
+                    if top >= height or left >= width:
+                        continue
+                    core = core[: height - top, : width - left]
+                    pixels[top : top + core.shape[0], left : left + core.shape[1]] = np.clip(
+                        np.nan_to_num(core) * 255.0 + 0.5, 0, 255).astype(np.uint8)  # NaN: a latent out of range
+        return Image.fromarray(pixels, "RGB")
 
     def decode(self, data: bytes) -> Image.Image:
-        latent, channels, (width, height) = self.latent_from_container(data)
+        return self.decode_container(self.open_container(data))
+
+    def decode_container(self, container: Container) -> Image.Image:
+        latent, channels, (width, height) = self.latent_from_container(container)
         return self.decode_latent(latent, channels=channels, width=width, height=height)
 
 

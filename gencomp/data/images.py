@@ -6,7 +6,10 @@ Every stage (scraper validation, hashing, sharding, training, evaluation) decode
 Normalisation rules (documented in README "Image rules"):
 - formats: an allow-list of raster formats (``DEFAULT_FORMATS``); SVG, PDF, HTML and anything Pillow cannot
   identify are rejected with reason ``not_an_image`` or ``unsupported_format``;
-- size: more than ``max_pixels`` pixels is rejected as ``too_large`` *before* decoding (decompression bombs);
+- size: more than ``max_pixels`` pixels is rejected as ``too_large`` *before* decoding (decompression bombs;
+  JPEG XL, whose Pillow plugin decodes the whole image when it opens it, has its size read from the
+  codestream's own header first, see :func:`jxl_size`), and so is a file whose compressed metadata inflates
+  past Pillow's limits (a zlib bomb in a PNG text or ICC chunk);
 - truncated or otherwise undecodable data is rejected as ``truncated`` / ``corrupt``;
 - EXIF orientation is applied, so width/height are those of the image as displayed;
 - animated images (GIF, WebP, APNG) keep their first frame;
@@ -59,6 +62,77 @@ class ImageInfo:
     frames: int
 
 
+_JXL_CODESTREAM = b"\xff\x0a"
+_JXL_CONTAINER = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
+_JXL_RATIOS = {1: (1, 1), 2: (12, 10), 3: (4, 3), 4: (3, 2), 5: (16, 9), 6: (5, 4), 7: (2, 1)}
+
+
+class _Bits:
+    """LSB-first bit reader (JPEG XL's bit order)."""
+
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def u(self, n: int) -> int:
+        value = 0
+        for i in range(n):
+            byte = self.pos >> 3
+            if byte >= len(self.data):
+                raise ImageRejected(TRUNCATED, "JPEG XL header ends early")
+            value |= ((self.data[byte] >> (self.pos & 7)) & 1) << i
+            self.pos += 1
+        return value
+
+
+def _jxl_codestream(data: bytes) -> bytes | None:
+    if data.startswith(_JXL_CODESTREAM):
+        return data
+    if not data.startswith(_JXL_CONTAINER):
+        return None
+    pos = 0
+    while pos + 8 <= len(data):  # ISO BMFF boxes: the codestream is in 'jxlc', or split over 'jxlp' boxes
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        head = 8
+        if size == 1:
+            size, head = int.from_bytes(data[pos + 8 : pos + 16], "big"), 16
+        elif size == 0:
+            size = len(data) - pos
+        if size < head:
+            raise ImageRejected(CORRUPT, "JPEG XL container box with an invalid size")
+        if kind == b"jxlc":
+            return data[pos + head : pos + size]
+        if kind == b"jxlp":
+            return data[pos + head + 4 : pos + size]
+        pos += size
+    raise ImageRejected(CORRUPT, "JPEG XL container without a codestream")
+
+
+def jxl_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG XL file's SizeHeader (codestream or ISO BMFF container), without decoding;
+    None if ``data`` is not JPEG XL."""
+    stream = _jxl_codestream(bytes(data[:1 << 16]))
+    if stream is None:
+        return None
+    bits = _Bits(stream[2:])
+
+    def u32_size() -> int:
+        return 1 + bits.u((9, 13, 18, 30)[bits.u(2)])
+
+    if bits.u(1):  # small: multiples of 8 up to 256
+        height = (bits.u(5) + 1) * 8
+        ratio = bits.u(3)
+        width = (bits.u(5) + 1) * 8 if ratio == 0 else None
+    else:
+        height = u32_size()
+        ratio = bits.u(3)
+        width = u32_size() if ratio == 0 else None
+    if width is None:
+        num, den = _JXL_RATIOS[ratio]
+        width = height * num // den
+    return width, height
+
+
 def _as_stream(data: bytes | bytearray | memoryview | str | Path) -> io.BytesIO:
     if isinstance(data, (str, Path)):
         return io.BytesIO(Path(data).read_bytes())
@@ -69,12 +143,23 @@ def _open_checked(stream: io.BytesIO, formats: frozenset[str] | set[str], max_pi
     head = stream.getvalue()[:512].lstrip().lower()
     if head.startswith((b"<svg", b"<?xml", b"<!doctype", b"<html")):
         raise ImageRejected(NOT_AN_IMAGE, "markup (HTML/SVG/XML), not a raster image")
+    size = jxl_size(stream.getvalue())
+    if size is not None:  # Pillow's JPEG XL plugin decodes the whole image in Image.open: check the size first
+        if "JXL" not in formats:
+            raise ImageRejected(UNSUPPORTED_FORMAT, "format JXL is not in the allow-list")
+        if size[0] * size[1] > max_pixels:
+            raise ImageRejected(TOO_LARGE, f"{size[0]}x{size[1]} = {size[0] * size[1]} pixels exceeds the limit of "
+                                           f"{max_pixels}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(stream)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected(TOO_LARGE, str(exc)) from exc
+    except ValueError as exc:
+        if _inflates_too_far(exc):
+            raise ImageRejected(TOO_LARGE, str(exc)) from exc
+        raise ImageRejected(NOT_AN_IMAGE, f"cannot identify image data ({type(exc).__name__})") from exc
     except Exception as exc:  # PIL.UnidentifiedImageError and friends
         raise ImageRejected(NOT_AN_IMAGE, f"cannot identify image data ({type(exc).__name__})") from exc
     if img.format not in formats:
@@ -85,6 +170,11 @@ def _open_checked(stream: io.BytesIO, formats: frozenset[str] | set[str], max_pi
     if w * h > max_pixels:
         raise ImageRejected(TOO_LARGE, f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels}")
     return img
+
+
+def _inflates_too_far(exc: BaseException) -> bool:
+    """Pillow's refusal of compressed metadata (PNG text, ICC) that inflates past its chunk limits."""
+    return "decompressed data too large" in str(exc).lower()
 
 
 def _oriented_size(img: Image.Image) -> tuple[int, int]:
@@ -146,8 +236,10 @@ def open_image(
     try:
         img.seek(0)
         img.load()
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:  # RuntimeError: the AVIF plugin
         msg = str(exc)
+        if _inflates_too_far(exc):
+            raise ImageRejected(TOO_LARGE, msg) from exc
         reason = TRUNCATED if ("truncated" in msg.lower() or isinstance(exc, EOFError)) else CORRUPT
         raise ImageRejected(reason, msg or type(exc).__name__) from exc
     except Image.DecompressionBombError as exc:  # pragma: no cover - caught earlier by max_pixels

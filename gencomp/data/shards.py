@@ -26,6 +26,12 @@ atomically) is updated after every shard. A shard file not in the manifest (a cr
 the manifest update) and any temporary file are removed on the next run, and the deterministic writer
 produces the same shard again.
 
+Concurrency: a writer holds an exclusive lock (``flock``) on ``out_dir`` for its whole run, and a second
+writer waits for it (or, with ``lock_timeout_s``, gives up with a "busy" ShardError). The manifest is read
+under the lock, so the second writer sees the first one's shards and appends only what they lack: every image
+is stored once. Temporary files carry the writer's pid and a random token; the leftovers removed are those of
+writers no longer alive (the lock dies with its process, so a SIGKILLed writer never blocks the next one).
+
 Tiny corpora: on the first write only, if a split with a positive fraction would get no cluster while there
 are at least as many clusters as such splits, it takes the cluster whose point is nearest to its interval
 from a split that has two or more (ties: smaller cluster_key). Appends use the plain hash rule, so for
@@ -34,11 +40,16 @@ corpora big enough that no split is empty (the common case) the rule never fires
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import io
 import json
 import os
 import re
+import secrets
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -66,6 +77,9 @@ MANIFEST_VERSION = 1
 DEFAULT_SPLITS = {"train": 0.8, "val": 0.1, "test": 0.1}
 _SHARD_RE = re.compile(r"^part-(\d{5,})\.parquet$")
 _TMP_PREFIX = ".tmp-"
+_TMP_PID_RE = re.compile(r"^\.tmp-(\d+)-[0-9a-f]+-")
+_MANIFEST_TMP_RE = re.compile(r"^\." + re.escape(MANIFEST_NAME) + r"\..*\.tmp$")  # write_bytes_atomic's temporaries
+LOCK_NAME = "_writer.lock"  # used only where a folder itself cannot be locked
 
 
 class ShardError(ValueError):
@@ -186,18 +200,68 @@ def _write_manifest(out_dir: Path, manifest: dict) -> None:
     write_bytes_atomic(out_dir / MANIFEST_NAME, text.encode())
 
 
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # ours, from an earlier call in this process that was interrupted
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _remove_strays(out_dir: Path, listed: set[str]) -> list[str]:
+    """Under the lock: temporaries of writers that are gone, and shard files the manifest does not list."""
     removed = []
     for p in sorted(out_dir.iterdir()):
-        if p.name.startswith(_TMP_PREFIX) or (_SHARD_RE.match(p.name) and p.name not in listed):
-            p.unlink()
-            removed.append(p.name)
+        if p.name.startswith(_TMP_PREFIX):
+            owner = _TMP_PID_RE.match(p.name)
+            if owner and _alive(int(owner.group(1))):
+                continue  # a live writer that does not take the lock (an older gencomp): not ours to delete
+        elif not (_MANIFEST_TMP_RE.match(p.name) or (_SHARD_RE.match(p.name) and p.name not in listed)):
+            continue
+        p.unlink(missing_ok=True)
+        removed.append(p.name)
     return removed
+
+
+@contextlib.contextmanager
+def writer_lock(out_dir: Path, timeout_s: float | None = None):
+    """Hold an exclusive flock on ``out_dir`` (on a lock file in it where a folder cannot be locked). Waits
+    for another writer; with ``timeout_s``, raises ShardError("busy") after that long."""
+    fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # probe: some filesystems cannot lock a folder
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            pass  # another writer holds it exclusively: the folder is lockable
+        else:
+            os.close(fd)
+            fd = os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (fcntl.LOCK_NB if deadline is not None else 0))
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise ShardError(f"{out_dir} is busy: another shard writer holds its lock; try again when it "
+                                     "has finished") from None
+                time.sleep(0.1)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _write_one_shard(out_dir: Path, name: str, rows: pd.DataFrame, row_group_rows: int) -> dict:
     """Write ``rows`` (already in final order) as one shard; row groups break at split changes too."""
-    tmp = out_dir / f"{_TMP_PREFIX}{name}"
+    tmp = out_dir / f"{_TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{name}"
     groups = []
     start = 0
     splits = rows["split"].tolist()
@@ -251,6 +315,7 @@ def write_shards(
     split_fractions: dict[str, float] | None = None,
     salt: str = "gencomp",
     resize: dict | None = None,
+    lock_timeout_s: float | None = None,
 ) -> dict:
     """Append the kept images of ``clusters_parquet`` that no shard holds yet; return the manifest.
 
@@ -258,6 +323,7 @@ def write_shards(
     first. ``resize`` (``{"max_short_side": int, "quality": int}`` or None) stores every image as a JPEG with its
     short side capped (see the module doc). The returned dict is the manifest plus ``written`` (new shard files), ``removed_stray`` and
     ``skipped`` (rows whose file is missing or no longer matches its sha256, with the reason).
+    Concurrent writers to one ``out_dir`` take turns (see the module doc); ``lock_timeout_s`` bounds the wait.
     """
     clusters_parquet, images_dir, out_dir = Path(clusters_parquet), Path(images_dir), Path(out_dir)
     fractions = _check_fractions(split_fractions if split_fractions is not None else DEFAULT_SPLITS)
@@ -275,7 +341,15 @@ def write_shards(
     if missing := needed - set(clusters.columns):
         raise ValueError(f"{clusters_parquet} lacks columns {sorted(missing)}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    with writer_lock(out_dir, lock_timeout_s):
+        return _write_locked(clusters, clusters_parquet, images_dir, out_dir, fractions=fractions, salt=salt,
+                             resize=resize, target_rows=target_rows, target_mb=target_mb,
+                             row_group_rows=row_group_rows)
 
+
+def _write_locked(clusters: pd.DataFrame, clusters_parquet: Path, images_dir: Path, out_dir: Path, *,
+                  fractions: dict[str, float], salt: str, resize: dict | None, target_rows: int | None,
+                  target_mb: float, row_group_rows: int) -> dict:
     if (out_dir / MANIFEST_NAME).is_file():
         manifest = read_manifest(out_dir)
         if manifest["salt"] != salt or list(manifest["split_fractions"].items()) != list(fractions.items()):
@@ -297,7 +371,11 @@ def write_shards(
 
     have_sha, have_key = set(), set()
     for shard in manifest["shards"]:
-        t = pq.read_table(out_dir / shard["file"], columns=["sha256", "cluster_key"])
+        try:
+            t = pq.read_table(out_dir / shard["file"], columns=["sha256", "cluster_key"])
+        except (OSError, pa.ArrowException) as exc:
+            raise ShardError(f"{out_dir / shard['file']}: listed in the manifest but unreadable ({exc}); restore it "
+                             "from a backup or write to a new folder") from None
         have_sha.update(t.column("sha256").to_pylist())
         have_key.update(t.column("cluster_key").to_pylist())
 

@@ -13,6 +13,12 @@ gan:    config = {"generator": {latent_dim, tile, width}, "encoder": {latent_dim
 vaegan: config = {"model": {max_channels, channel_set, width, downsample}, "quant_step": float,
                   "prior": {"type": "gaussian", "channels": int, "fitted": bool}};
         state_dict = {"model": VAEGAN (encoder + decoder), "prior": GaussianChannelPrior}
+
+A model file sizes the modules built from it, so :func:`load_model` checks its config before building any:
+every field against the bounds below (``CONFIG_BOUNDS``), then the modules are built on PyTorch's ``meta``
+device (no memory) and their parameter shapes compared with the tensors the file holds. Only a config that
+describes exactly the weights in the file is built for real, so loading never allocates more than the file
+carries (a 20 kB file whose config says width 200000 is refused by name, not tried).
 """
 
 from __future__ import annotations
@@ -28,9 +34,21 @@ import torch
 from torch import nn
 
 from gencomp.atomic import write_bytes_atomic
-from gencomp.models.gan import Generator, InversionEncoder
+import math
+
+from gencomp.models.gan import GENERATOR_NORMS, Generator, InversionEncoder
 from gencomp.models.prior import GaussianChannelPrior
-from gencomp.models.vaegan import VAEGAN
+from gencomp.models.vaegan import UPSAMPLE_MODES, VAEGAN
+
+# (low, high) inclusive for integers; generous (the gpu preset's models are far inside), the shape check does the rest
+CONFIG_BOUNDS = {
+    "latent_dim": (1, 65536),
+    "tile": (8, 1024),
+    "width": (1, 4096),
+    "max_channels": (1, 4096),
+    "downsample": (2, 256),
+    "channel_set_len": (1, 64),
+}
 
 FORMAT_VERSION = 1
 KINDS = ("gan", "vaegan")
@@ -114,7 +132,19 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "c
         raise ModelFileError(f"{path}: not a readable model file ({type(exc).__name__}: {exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION or payload.get("kind") not in KINDS:
         raise ModelFileError(f"{path}: not a gencomp model file of format {FORMAT_VERSION}")
-    kind, config, states = payload["kind"], payload["config"], payload["state_dict"]
+    kind, config, states = payload["kind"], payload["config"], payload.get("state_dict")
+    if not isinstance(config, dict) or not isinstance(states, dict):
+        raise ModelFileError(f"{path}: model file has no config or state_dict mapping")
+    try:
+        _check_config(kind, config)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{path}: invalid model config ({exc})") from None
+    try:
+        _check_shapes(kind, config, states)
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise ModelFileError(f"{path}: model file does not match its config ({exc})") from None
+    except ValueError as exc:
+        raise ModelFileError(f"{path}: invalid model config ({exc})") from None
     loaded = LoadedModel(kind=kind, config=config, fingerprint=file_fingerprint(data), path=path,
                          metadata=payload.get("metadata", {}))
     try:
@@ -129,6 +159,79 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "c
     except (KeyError, TypeError, RuntimeError) as exc:
         raise ModelFileError(f"{path}: model file does not match its config ({exc})") from exc
     return loaded
+
+
+def _int_in(config: dict, key: str, where: str, bounds: str | None = None) -> int:
+    value = config[key]
+    low, high = CONFIG_BOUNDS[bounds or key]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{where}.{key} must be an integer in {low}..{high}, got {value!r}")
+    return value
+
+
+def _power_of_two(value: int, where: str) -> None:
+    if value & (value - 1):
+        raise ValueError(f"{where} must be a power of two, got {value}")
+
+
+def _check_config(kind: str, config: dict[str, Any]) -> None:
+    """Every field that sizes a module, within CONFIG_BOUNDS; raises ValueError/KeyError/TypeError naming it."""
+    if kind == "gan":
+        gen, enc = config["generator"], config["encoder"]
+        if not isinstance(gen, dict) or not isinstance(enc, dict):
+            raise TypeError("generator and encoder configs must be mappings")
+        for where, part in (("generator", gen), ("encoder", enc)):
+            _int_in(part, "latent_dim", where)
+            _power_of_two(_int_in(part, "tile", where), f"{where}.tile")
+            _int_in(part, "width", where)
+        if gen.get("norm", "pixel") not in GENERATOR_NORMS:
+            raise ValueError(f"generator.norm must be one of {GENERATOR_NORMS}, got {gen.get('norm')!r}")
+        if (gen["latent_dim"], gen["tile"]) != (enc["latent_dim"], enc["tile"]):
+            raise ValueError("generator and encoder disagree on latent_dim or tile")
+        return
+    model, prior = config["model"], config["prior"]
+    if not isinstance(model, dict) or not isinstance(prior, dict):
+        raise TypeError("model and prior configs must be mappings")
+    max_channels = _int_in(model, "max_channels", "model")
+    _int_in(model, "width", "model")
+    _power_of_two(_int_in(model, "downsample", "model"), "model.downsample")
+    channel_set = model["channel_set"]
+    low, high = CONFIG_BOUNDS["channel_set_len"]
+    if not isinstance(channel_set, (list, tuple)) or not low <= len(channel_set) <= high or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= max_channels for c in channel_set):
+        raise ValueError(f"model.channel_set must be {low}..{high} integers in 1..{max_channels}, got {channel_set!r}")
+    if model.get("upsample", "nearest") not in UPSAMPLE_MODES:
+        raise ValueError(f"model.upsample must be one of {UPSAMPLE_MODES}, got {model.get('upsample')!r}")
+    if prior.get("channels") != max_channels:
+        raise ValueError(
+            f"prior.channels must equal model.max_channels ({max_channels}), got {prior.get('channels')!r}")
+    step = config["quant_step"]
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not (math.isfinite(step) and step > 0):
+        raise ValueError(f"quant_step must be a positive number, got {step!r}")
+
+
+def _meta_modules(kind: str, config: dict[str, Any]) -> dict[str, nn.Module]:
+    with torch.device("meta"):
+        if kind == "gan":
+            return {"generator": Generator(**config["generator"]), "encoder": InversionEncoder(**config["encoder"])}
+        model_cfg = {**config["model"], "channel_set": tuple(config["model"]["channel_set"])}
+        return {"model": VAEGAN(**model_cfg), "prior": GaussianChannelPrior(config["prior"]["channels"])}
+
+
+def _check_shapes(kind: str, config: dict[str, Any], states: dict[str, Any]) -> None:
+    """Build the modules on the meta device (no memory) and compare every tensor's shape with the file's."""
+    for name, module in _meta_modules(kind, config).items():
+        state = states[name]
+        if not isinstance(state, dict):
+            raise TypeError(f"state_dict[{name!r}] is not a mapping")
+        expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        stored = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+        if expected.keys() != stored.keys():
+            missing, extra = sorted(expected.keys() - stored.keys()), sorted(stored.keys() - expected.keys())
+            raise RuntimeError(f"{name}: missing tensors {missing[:3]}, unexpected {extra[:3]}")
+        for key, shape in expected.items():
+            if stored[key] != shape:
+                raise RuntimeError(f"{name}.{key} has shape {stored[key]}, the config needs {shape}")
 
 
 def _restore(module: nn.Module, state: dict[str, torch.Tensor], device) -> nn.Module:
