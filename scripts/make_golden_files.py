@@ -1,0 +1,82 @@
+"""Write the golden ``.gcz`` files of tests/test_golden_files.py: one per learned bitstream and storage.
+
+    python scripts/make_golden_files.py tests/fixtures/golden
+
+Each file is a small photo-like image encoded with a tiny seeded model that is written beside it (so the files
+pin the format and the decoders' arithmetic, not whichever model ships). ``golden.json`` records, per file, the
+sha256 of the file and of the pixels it decodes to on the machine that wrote it. Rerun this only for a
+deliberate format change -- which also bumps the container's VERSION -- and keep the old files' refusal tested.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gencomp.codecs import decode_file, get_codec
+from gencomp.codecs.container import VERSION
+from gencomp.models import VAEGAN, GaussianChannelPrior, Generator, InversionEncoder, save_gan, save_vaegan
+
+# name -> (codec, settings, model kind)
+GOLDEN = {
+    "vaegan-c4-entropy.gcz": ("vaegan", {"channels": 4, "refine_steps": 0}, "vaegan"),
+    "vaegan-c2-entropy-q2.gcz": ("vaegan", {"channels": 2, "quant_scale": 2.0, "refine_steps": 0}, "vaegan"),
+    "vaegan-c4-raw16.gcz": ("vaegan", {"channels": 4, "storage": "raw", "raw_bits": 16, "refine_steps": 0}, "vaegan"),
+    "gan-inversion-float32.gcz": ("gan-inversion", {"steps": 3}, "gan"),
+    "gan-inversion-8bit.gcz": ("gan-inversion", {"steps": 3, "bits": 8}, "gan"),
+    "gan-inversion-entropy.gcz": ("gan-inversion", {"steps": 3, "bits": 8, "entropy": "gaussian"}, "gan"),
+}
+
+
+def golden_image() -> Image.Image:
+    y, x = np.mgrid[0:40, 0:72]
+    rgb = np.stack([x * 3 + 20 * np.sin(y / 3), y * 5 + 10 * np.cos(x / 4), (x + y) * 2], axis=-1)
+    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
+
+
+def pixels_sha256(image: Image.Image) -> str:
+    return hashlib.sha256(np.asarray(image, dtype=np.uint8).tobytes()).hexdigest()
+
+
+def write_models(folder: Path) -> dict[str, Path]:
+    torch.manual_seed(0)
+    prior = GaussianChannelPrior(4)
+    with torch.no_grad():
+        prior.mean.copy_(torch.tensor([0.3, -0.2, 0.1, 0.0]))
+        prior.log_scale.copy_(torch.tensor([0.7, 0.4, 0.2, 0.0]))
+    model = VAEGAN(max_channels=4, channel_set=(4, 2), width=8, downsample=8, upsample="subpixel")
+    with torch.no_grad():  # a random encoder's latents are tiny: scale them so they span many symbols
+        model.to_moments.weight.mul_(40.0)
+        model.decoder[0].weight.mul_(0.2)
+    save_vaegan(folder / "vaegan-tiny.pt", model=model, prior=prior, quant_step=0.5, prior_fitted=True)
+    torch.manual_seed(1)
+    generator = Generator(latent_dim=8, tile=32, width=4, norm="batch").eval()
+    save_gan(folder / "gan-tiny.pt", generator=generator, encoder=InversionEncoder(8, 32, 4))
+    return {"vaegan": folder / "vaegan-tiny.pt", "gan": folder / "gan-tiny.pt"}
+
+
+def main(folder: str) -> int:
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    models = write_models(out)
+    image = golden_image()
+    record = {"container_version": VERSION, "files": {}}
+    for name, (codec, settings, kind) in GOLDEN.items():
+        data = get_codec(codec, model=models[kind], **settings).encode(image)
+        (out / name).write_bytes(data)
+        decoded = decode_file(data, model=models[kind])
+        record["files"][name] = {"codec": codec, "model": models[kind].name, "file_sha256": hashlib.sha256(data).hexdigest(),
+                                 "pixels_sha256": pixels_sha256(decoded), "size": list(decoded.size)}
+    (out / "golden.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {len(GOLDEN)} golden files and 2 models to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/golden"))

@@ -1,0 +1,51 @@
+"""Golden .gcz files (tests/fixtures/golden, written by scripts/make_golden_files.py): every learned bitstream
+still decodes to the very pixels it decoded to when it was written, and files of another format version are
+refused by name. A change that breaks this changes the format: bump container.VERSION and keep old files'
+refusal (or decoding) tested."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gencomp.codecs import decode_file, inspect
+from gencomp.codecs.container import VERSION, FingerprintMismatch, UnsupportedVersion
+
+GOLDEN = Path(__file__).parent / "fixtures" / "golden"
+RECORD = json.loads((GOLDEN / "golden.json").read_text())
+VERSION_OFFSET = 4  # after the 4-byte magic (container.py's layout)
+
+
+def test_the_golden_files_are_of_this_format_version():
+    assert RECORD["container_version"] == VERSION
+    assert {v["codec"] for v in RECORD["files"].values()} == {"vaegan", "gan-inversion"}
+
+
+@pytest.mark.parametrize("name", sorted(RECORD["files"]))
+def test_golden_file_decodes_to_its_pixels(name):
+    expected = RECORD["files"][name]
+    data = (GOLDEN / name).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == expected["file_sha256"]  # the fixture itself is intact
+    assert inspect(data)["codec"].startswith(expected["codec"])
+    image = decode_file(data, model=GOLDEN / expected["model"])
+    assert list(image.size) == expected["size"]
+    assert hashlib.sha256(np.asarray(image, dtype=np.uint8).tobytes()).hexdigest() == expected["pixels_sha256"]
+
+
+@pytest.mark.parametrize("name", sorted(RECORD["files"]))
+def test_a_file_of_another_version_is_refused_by_name(name):
+    data = bytearray((GOLDEN / name).read_bytes())
+    assert data[VERSION_OFFSET] == VERSION
+    data[VERSION_OFFSET] = VERSION + 1
+    model = GOLDEN / RECORD["files"][name]["model"]
+    with pytest.raises(UnsupportedVersion, match=f"version {VERSION + 1}"):
+        decode_file(bytes(data), model=model)
+
+
+def test_a_golden_file_with_the_wrong_model_is_refused():
+    with pytest.raises(FingerprintMismatch):
+        decode_file((GOLDEN / "vaegan-c4-entropy.gcz").read_bytes(), model=GOLDEN / "gan-tiny.pt")
