@@ -87,6 +87,15 @@ def test_failure_classification():
     assert classify_failure(DownloadTimeoutError("took longer"))[0] == "timeout"
     msg = "Expected to receive 9 bytes which is larger than download max size (5) in request <GET u>."
     assert classify_failure(DownloadCancelledError(msg))[0] == "too_large_bytes"
+    # a gzip bomb, as HttpCompressionMiddleware reports it: a size reason, not "ignored"
+    bomb = ("Ignored response <200 http://x/a.jpg> because its body (52341 B compressed, 52428800 B decompressed "
+            "so far) exceeded DOWNLOAD_MAXSIZE (50000000 B) during decompression.")
+    assert classify_failure(IgnoreRequest(bomb))[0] == "too_large_bytes"
+    from scrapy.utils._compression import _DecompressionMaxSizeExceeded
+
+    chained = IgnoreRequest("ignored")
+    chained.__cause__ = _DecompressionMaxSizeExceeded(60_000_000, 50_000_000)
+    assert classify_failure(chained)[0] == "too_large_bytes"
     assert classify_failure(RuntimeError("x"))[0] == "download_error"
     assert [http_status_code(c) for c in (404, 410, 429, 500, 503)] == [
         "http_404", "http_410", "http_429", "http_5xx", "http_5xx"

@@ -70,7 +70,10 @@ def classify_failure(exc: BaseException) -> tuple[str, str, int]:
             return "too_many_redirects", message, 0
         if "offsite" in lowered:
             return "offsite", message, 0
-        if "max size" in lowered:  # HttpCompressionMiddleware's cap on the decompressed body
+        # HttpCompressionMiddleware's cap on the decompressed body (a gzip bomb): older Scrapy said "max size",
+        # current Scrapy names DOWNLOAD_MAXSIZE and chains its _DecompressionMaxSizeExceeded
+        cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else ""
+        if "max size" in lowered or "download_maxsize" in lowered or cause == "_DecompressionMaxSizeExceeded":
             return "too_large_bytes", message, 0
         return "ignored", message, 0
     if isinstance(exc, (DownloadTimeoutError, twisted_error.TimeoutError)):
