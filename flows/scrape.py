@@ -12,7 +12,7 @@ import json
 
 from prefect import flow, task, unmapped
 
-from flows.common import params, run_logged
+from flows.common import params, run_logged, run_stage
 from gencomp.config import ScrapeParams
 from scraper.crawl import command_from_params
 
@@ -46,4 +46,4 @@ def scrape_flow() -> dict | list[dict]:
 
 
 if __name__ == "__main__":
-    scrape_flow()
+    run_stage(scrape_flow)
