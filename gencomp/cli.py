@@ -75,19 +75,30 @@ def scrape(
 def dedupe(
     images_dir: Annotated[Path, typer.Argument(help="Folder of images (a scrape output or any folder).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for clusters.parquet.")],
-    threshold: Annotated[int, typer.Option(help="Hamming distance for near-duplicates.")] = 8,
-    hash_kind: Annotated[str, typer.Option("--hash", help="phash or dhash.")] = "phash",
+    threshold: Annotated[int, typer.Option(
+        help="Hamming distance (of 64 bits) of the candidate search (verified) or of the clusters (hash).")] = 8,
+    method: Annotated[str, typer.Option(
+        help="verified: hash candidates, each edge checked on thumbnails; hash: pHash/dHash clusters only.")] = "verified",
+    verify_threshold: Annotated[float, typer.Option(help="Thumbnail score an edge needs to join (verified).")] = 0.85,
+    guard_threshold: Annotated[float, typer.Option(
+        help="Score every member of a 3+ cluster needs against its representative (verified).")] = 0.75,
+    hash_kind: Annotated[str, typer.Option("--hash", help="phash or dhash (method hash).")] = "phash",
     workers: Annotated[int, typer.Option(help="Hashing processes.")] = 2,
 ) -> None:
-    """Find exact and near-duplicate images; write clusters.parquet and a contact sheet."""
-    from gencomp.data.dedupe import run_dedupe
+    """Find exact and near-duplicate images; write clusters.parquet, pairs.parquet and a contact sheet."""
+    from gencomp.data.dedupe import HASH_KINDS, METHODS, run_dedupe
 
     if not images_dir.is_dir():
         fail(f"{images_dir} is not a folder")
+    if method not in METHODS:
+        fail(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
+    if hash_kind not in HASH_KINDS:
+        fail(f"--hash must be one of {', '.join(HASH_KINDS)}, not {hash_kind!r}")
     manifest = images_dir / "manifest.parquet"
     with console.status("hashing and clustering..."):
         summary = run_dedupe(images_dir, out, manifest=manifest if manifest.exists() else None,
-                             threshold=threshold, hash_kind=hash_kind, workers=workers)
+                             threshold=threshold, hash_kind=hash_kind, method=method,
+                             verify_threshold=verify_threshold, guard_threshold=guard_threshold, workers=workers)
     console.print_json(json.dumps(summary, default=str))
 
 
