@@ -497,6 +497,8 @@ def _cluster_verified(frame: pd.DataFrame, features: pd.DataFrame, *, threshold:
         return out
 
     def verify(idx: np.ndarray):
+        if verify_threshold <= -1.0:  # every candidate joins: the unverified search, for comparison
+            return np.ones(len(idx), dtype=bool), np.full(len(idx), np.nan)
         sc = score_edges(a[idx], b[idx], mirror[idx].tolist())
         edge_score[idx] = sc
         return sc >= verify_threshold, sc
@@ -509,7 +511,7 @@ def _cluster_verified(frame: pd.DataFrame, features: pd.DataFrame, *, threshold:
     rep_u = choose_representatives(labels_u, pixels_u, bytes_u, uniq_sha)
     sizes = np.bincount(labels_u, minlength=u)
     rep_score = np.full(u, np.nan)
-    check = np.nonzero((sizes[labels_u] >= 3) & (rep_u != np.arange(u)))[0]
+    check = np.nonzero((sizes[labels_u] >= 3) & (rep_u != np.arange(u)))[0] if guard_threshold > -1.0 else []
     split = 0
     if len(check):
         rep_score[check] = score_edges(rep_u[check], check, [None] * len(check))
@@ -518,7 +520,7 @@ def _cluster_verified(frame: pd.DataFrame, features: pd.DataFrame, *, threshold:
         if split:
             # Re-cluster without the edges that touch a split-off member: it becomes its own cluster unless
             # it has accepted edges among the other split-off members.
-            accepted = was_verified & (edge_score >= verify_threshold)
+            accepted = was_verified & ((edge_score >= verify_threshold) | (verify_threshold <= -1.0))
             bad_mask = np.zeros(u, dtype=bool)
             bad_mask[bad] = True
             keep_edge = accepted & (bad_mask[a] == bad_mask[b])
