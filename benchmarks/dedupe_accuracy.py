@@ -44,8 +44,8 @@ from gencomp.data.verify import verify_pairs  # noqa: E402
 
 CONFIGS = {
     "pHash t=8 (before)": dict(method="hash", threshold=8),
-    "candidates t=8, unverified": dict(method="verified", threshold=8, verify_threshold=-1.0, guard_threshold=-1.0),
-    "verified, no guard": dict(method="verified", threshold=8, guard_threshold=-1.0),
+    "candidates t=8 unverified": dict(method="verified", threshold=8, verify_threshold=-1.0, guard_threshold=-1.0),
+    "verified without guard": dict(method="verified", threshold=8, guard_threshold=-1.0),
     "verified (default)": dict(method="verified"),
 }
 FACE_TRANSFORMS = ("hflip", "crop_8", "caption_s")
