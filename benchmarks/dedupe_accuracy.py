@@ -188,6 +188,7 @@ def main() -> None:
     ap.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated names of CONFIGS")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", default=None, help="write every number here")
+    ap.add_argument("--skip-candidates", action="store_true", help="leave out the candidate-recall table")
     args = ap.parse_args()
     work = Path(args.work)
     configs = [c for c in CONFIGS if c in args.configs.split(",")]
@@ -218,7 +219,7 @@ def main() -> None:
         f"{table[c]['precision']:.4f} ({table[c]['false_pairs']})" for c in configs) + " |")
 
     verified_out = work / f"out_photos_{args.half}" / "verified_(default)"
-    if (verified_out / "hashes.parquet").is_file():
+    if (verified_out / "hashes.parquet").is_file() and not args.skip_candidates:
         cand = candidate_recall(pool, root, verified_out / "hashes.parquet", 8)
         report["candidate_recall_t8"] = cand.to_dict(orient="records")
         print("\n## candidate recall at 8 bits by hash kinds (before verification)\n")
