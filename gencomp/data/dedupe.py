@@ -43,13 +43,14 @@ from PIL import Image, ImageDraw
 
 from gencomp.atomic import write_bytes_atomic, write_parquet_atomic
 from gencomp.data.hashing import (
+    CANDIDATE_KINDS,
     STATUS_OK,
+    THUMB_SIDE,
     as_uint64,
     read_hash_cache,
     sha256_file,
     update_hash_cache,
 )
-from gencomp.data.hashing import CANDIDATE_KINDS, THUMB_SIDE
 from gencomp.data.images import ImageRejected, open_image
 from gencomp.data.neardup import (
     choose_representatives,
