@@ -107,7 +107,12 @@ def _bits(low: np.ndarray) -> int:
 
 
 def canonical_phash(grey32: np.ndarray) -> tuple[int, int, bool]:
-    """(hash, alternative hash, mirrored) of a 32x32 greyscale array in its canonical orientation.
+    """See :func:`_canonical_and_plain`; the first three values."""
+    return _canonical_and_plain(grey32)[:3]
+
+
+def _canonical_and_plain(grey32: np.ndarray) -> tuple[int, int, bool, int]:
+    """(hash, alternative hash, mirrored, plain hash) of a 32x32 greyscale array; plain = ``imagehash.phash``.
 
     The hash equals ``imagehash.phash`` of the array, or of its mirror image when the array's left half is
     the brighter one; the alternative is the other orientation's hash when the choice is ambiguous (see
@@ -122,22 +127,21 @@ def canonical_phash(grey32: np.ndarray) -> tuple[int, int, bool]:
     use_mirror = c01 > 0
     first = mirrored if use_mirror else plain
     alt = (plain if use_mirror else mirrored) if abs(c01) < AMBIGUOUS else first
-    return first, alt, bool(use_mirror)
+    return first, alt, bool(use_mirror), plain
 
 
 def image_features(grey: Image.Image) -> dict:
     """Every perceptual value of a decoded greyscale image: phash, dhash, the candidate hashes, the thumbnail."""
     w, h = grey.size
-    row = {
-        "phash": _bits_to_int64(imagehash.phash(grey).hash),
-        "dhash": _bits_to_int64(imagehash.dhash(grey).hash),
-    }
+    row = {"dhash": _bits_to_int64(imagehash.dhash(grey).hash)}
     lanczos = Image.Resampling.LANCZOS
     for kind, share in CANDIDATE_KINDS.items():
         box = ((1 - share) / 2 * w, (1 - share) / 2 * h, (1 + share) / 2 * w, (1 + share) / 2 * h)
         pixels = np.asarray(grey.resize((32, 32), lanczos, box=box if share < 1 else None), dtype=np.float64)
-        first, alt, mirrored = canonical_phash(pixels)
+        first, alt, mirrored, plain = _canonical_and_plain(pixels)
         row[kind], row[f"{kind}_alt"], row[f"{kind}_mirrored"] = first, alt, mirrored
+        if share == 1.0:  # the same 32x32 LANCZOS resize and DCT as imagehash.phash: its value, computed once
+            row["phash"] = plain
     row["thumb"] = np.asarray(grey.resize((THUMB_SIDE, THUMB_SIDE), lanczos), dtype=np.uint8).tobytes()
     return row
 
