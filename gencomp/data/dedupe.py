@@ -69,7 +69,7 @@ DEFAULT_VERIFY_THRESHOLD = 0.85
 DEFAULT_GUARD_THRESHOLD = 0.75
 HASH_KINDS = ("phash", "dhash")
 METHODS = ("verified", "hash")
-VERIFIER_ID = "verify-1/thumb64/box13x13/turn3"
+VERIFIER_ID = "verify-2/thumb64/box13x13/turn3/small-blur"
 
 CLUSTER_SCHEMA = pa.schema(
     [
@@ -476,6 +476,7 @@ def _cluster_verified(frame: pd.DataFrame, features: pd.DataFrame, *, threshold:
 
     thumbs = features["thumb"].to_numpy()[rows]
     aspect = (features["width"].astype("float64") / features["height"].astype("float64")).to_numpy()[rows]
+    short = np.minimum(features["width"].astype("float64"), features["height"].astype("float64")).to_numpy()[rows]
     cache = _read_pairs_cache(pairs_path)
     edge_score = np.full(len(a), np.nan)
     fresh = [0]
@@ -492,7 +493,8 @@ def _cluster_verified(frame: pd.DataFrame, features: pd.DataFrame, *, threshold:
                 if len(sel) == 0:
                     continue
                 sc, _ = verify_pairs(_stack(thumbs[ia[sel]]), _stack(thumbs[ib[sel]]), flags,
-                                     aspect_a=aspect[ia[sel]], aspect_b=aspect[ib[sel]])
+                                     aspect_a=aspect[ia[sel]], aspect_b=aspect[ib[sel]],
+                                     short_side=np.minimum(short[ia[sel]], short[ib[sel]]))
                 out[sel] = sc
             fresh[0] += len(todo)
         return out

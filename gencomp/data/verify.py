@@ -195,16 +195,37 @@ def as_thumbs(values) -> np.ndarray:
     return t.astype(np.float32)
 
 
-def verify_pairs(thumbs_a, thumbs_b, mirror=None, *, aspect_a=None, aspect_b=None,
+_SMALL_BLUR: dict = {}
+
+
+def _detail_limit(thumbs: np.ndarray, short_side) -> np.ndarray:
+    """Blur the thumbnails of pairs whose smaller image has a short side under THUMB pixels: their thumbnail
+    is an upsampling, and its "detail" is interpolation that two resamplings of one image do not share."""
+    if short_side is None:
+        return thumbs
+    side = np.asarray(short_side, dtype=np.float64)
+    sigma = np.where(side < THUMB, np.round(np.clip(0.5 * THUMB / np.maximum(side, 1), 0.5, 4.0) * 2) / 2, 0.0)
+    out = thumbs.copy()
+    for s in np.unique(sigma[sigma > 0]):
+        if s not in _SMALL_BLUR:
+            _SMALL_BLUR[s] = _gauss_matrix(THUMB, float(s))
+        sel = np.nonzero(sigma == s)[0]
+        out[sel] = _both_sides(_SMALL_BLUR[s], thumbs[sel], _SMALL_BLUR[s].T)
+    return out
+
+
+def verify_pairs(thumbs_a, thumbs_b, mirror=None, *, aspect_a=None, aspect_b=None, short_side=None,
                  batch: int = _BATCH) -> tuple[np.ndarray, Alignment]:
     """Score P candidate pairs: ``thumbs_a``/``thumbs_b`` (P, 64, 64) uint8 (or the cache's bytes), ``mirror``
     (P,) bool: True when B is a left-right mirror image of A (None: both are tried, the better kept);
-    ``aspect_a``/``aspect_b``: width/height of the images (None: 1).
+    ``aspect_a``/``aspect_b``: width/height of the images (None: 1); ``short_side``: (P,) the smaller short
+    side of the two images in pixels (None: large enough), under 64 px the comparison is made coarser.
 
     Returns ``(score, alignment)``; score 1 means identical detail, different images of one layout score
     about 0.2-0.6 (see BENCHMARKS.md for the measured distributions).
     """
-    a_all, b_all = as_thumbs(thumbs_a), as_thumbs(thumbs_b)
+    a_all = _detail_limit(as_thumbs(thumbs_a), short_side)
+    b_all = _detail_limit(as_thumbs(thumbs_b), short_side)
     p = len(a_all)
     asp_a = np.ones(p, np.float32) if aspect_a is None else np.asarray(aspect_a, np.float32)
     asp_b = np.ones(p, np.float32) if aspect_b is None else np.asarray(aspect_b, np.float32)
