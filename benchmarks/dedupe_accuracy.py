@@ -1,129 +1,268 @@
-"""Precision and recall of pHash / dHash near-duplicate detection per transform, at several thresholds.
+"""Accuracy of the dedupe stage on copies as the web makes them, through the real pipeline (run_dedupe).
 
-    python benchmarks/dedupe_accuracy.py [--photos ../shared/data/photos] [--limit N] [--workers 2] [--csv out.csv]
+    python benchmarks/dedupe_accuracy.py --photos ../shared/data/photos --domains ../shared/data/domains \\
+        --work /tmp/dedupe_bench [--half report|tune|all] [--max-side 640] [--faces 1000] [--workers 2]
 
-Each photo is first reduced to at most 1024 px on its long side and stored as JPEG q95: that is "the original"
-(a scraped photo at web size; full-size 24 Mpx decodes would only make the run slower). Every transform is
-applied to the decoded original and stored as JPEG q90 (except the JPEG re-encodes, stored at their own
-quality), then hashed through the same path as the pipeline (gencomp.data.hashing.hash_image_bytes).
+Photos: each photo is reduced to at most ``--max-side`` px and stored as JPEG q95 ("the original"); every
+transform of benchmarks/dedupe_transforms.py (single ones at several strengths, and combinations) is applied
+to it. The photos are split in two halves by a hash of their file name: ``tune`` (where thresholds were
+chosen) and ``report`` (nobody looked at it while choosing). The pool of originals and copies of one half is
+deduplicated by each configuration below, and from clusters.parquet:
 
-Per transform T: positives are the pairs (original_i, T(original_i)); negatives are the pairs
-(original_i, T(original_j)), i != j. recall = TP / positives, precision = TP / (TP + FP).
-Also printed: the false-positive count among all pairs of distinct originals.
+- recall per transform: the share of originals whose copy is in the original's cluster;
+- false pairs / precision: over every pair of files that share a cluster, the ones from different photos.
+
+Domains: the faces (MANIFEST.tsv gives each face's identity; ``--faces`` of them, with a flip, an 8 % crop
+and a caption copy of each), aerial and textures: false pairs among different source files and, on faces,
+the clusters that mix two people. Candidate recall per hash kind (what each kind buys) is computed from the
+hash cache of the photo pool.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import hashlib
+import json
+import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageOps
+import pandas as pd
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gencomp.data.hashing import hash_image_bytes  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import dedupe_transforms as T  # noqa: E402
+
+from gencomp.data import dedupe  # noqa: E402
+from gencomp.data.hashing import CANDIDATE_KINDS, as_uint64, read_hash_cache  # noqa: E402
 from gencomp.data.images import ImageRejected, open_image  # noqa: E402
+from gencomp.data.verify import verify_pairs  # noqa: E402
 
-THRESHOLDS = (2, 4, 6, 8, 10, 12, 14, 16)
-MAX_SIDE = 1024
-
-
-def _jpeg(img: Image.Image, quality: int) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
-def _centre_crop(img: Image.Image, fraction: float) -> Image.Image:
-    dx, dy = round(img.width * fraction / 2), round(img.height * fraction / 2)
-    return img.crop((dx, dy, img.width - dx, img.height - dy))
-
-
-TRANSFORMS = {
-    "resize_50": lambda im: _jpeg(im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS), 90),
-    "jpeg_q30": lambda im: _jpeg(im, 30),
-    "jpeg_q50": lambda im: _jpeg(im, 50),
-    "jpeg_q70": lambda im: _jpeg(im, 70),
-    "jpeg_q90": lambda im: _jpeg(im, 90),
-    "crop_2pct": lambda im: _jpeg(_centre_crop(im, 0.02), 90),
-    "crop_5pct": lambda im: _jpeg(_centre_crop(im, 0.05), 90),
-    "bright_+10pct": lambda im: _jpeg(ImageEnhance.Brightness(im).enhance(1.10), 90),
-    "bright_-10pct": lambda im: _jpeg(ImageEnhance.Brightness(im).enhance(0.90), 90),
-    "hflip": lambda im: _jpeg(ImageOps.mirror(im), 90),
+CONFIGS = {
+    "pHash t=8 (before)": dict(method="hash", threshold=8),
+    "candidates t=8 unverified": dict(method="verified", threshold=8, verify_threshold=-1.0, guard_threshold=-1.0),
+    "verified without guard": dict(method="verified", threshold=8, guard_threshold=-1.0),
+    "verified (default)": dict(method="verified"),
 }
+FACE_TRANSFORMS = ("hflip", "crop_8", "caption_s")
 
 
-def _one_photo(path: str):
-    """(phash, dhash) of the original and of every transform, as uint64; None if the file is unusable."""
+def _seed(name: str) -> int:
+    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
+
+
+def half_of(name: str) -> str:
+    return "tune" if _seed("split/" + name) % 2 == 0 else "report"
+
+
+def _make_one(job):
+    src, source, out_root, transforms, max_side, reencode = job
     try:
-        img = open_image(Path(path))
+        img = open_image(Path(src))
     except ImageRejected:
-        return None
-    img.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
-    original = _jpeg(img, 95)
-    base = open_image(original)
-    out = {}
-    for name, fn in [("original", lambda im: original)] + list(TRANSFORMS.items()):
-        row = hash_image_bytes(fn(base))
-        out[name] = (np.int64(row["phash"]).view(np.uint64), np.int64(row["dhash"]).view(np.uint64))
-    return out
+        return []
+    if max_side:
+        img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    rows = []
+    orig_path = Path(out_root) / "original" / f"{source}.jpg"
+    if reencode:
+        orig_path.parent.mkdir(parents=True, exist_ok=True)
+        if not orig_path.exists():
+            orig_path.write_bytes(T.jpeg(img, 95))
+        base = open_image(orig_path)
+    else:
+        orig_path, base = Path(src), img
+    rows.append((str(orig_path), source, "original"))
+    for name in transforms:
+        p = Path(out_root) / name / f"{source}.jpg"
+        if not p.exists():
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(T.apply(name, base, _seed(source)))
+        rows.append((str(p), source, name))
+    return rows
 
 
-def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.bitwise_count(a[:, None] ^ b[None, :])
+def build_pool(jobs, workers) -> pd.DataFrame:
+    with ProcessPoolExecutor(workers) as pool:
+        rows = [r for rs in pool.map(_make_one, jobs, chunksize=8) for r in rs]
+    return pd.DataFrame(rows, columns=["path", "source", "transform"])
+
+
+def run_config(pool: pd.DataFrame, root: Path, out: Path, cfg: dict, workers: int) -> tuple[pd.DataFrame, dict, float]:
+    shared = out.parent / "hashes.parquet"  # one hash cache for every configuration of a pool
+    out.mkdir(parents=True, exist_ok=True)
+    if shared.is_file() and not (out / "hashes.parquet").is_file():
+        shutil.copy(shared, out / "hashes.parquet")
+    t0 = time.perf_counter()
+    summary = dedupe.run_dedupe(root, out, workers=workers, contact_sheet_clusters=12, **cfg)
+    if not shared.is_file():
+        shutil.copy(out / "hashes.parquet", shared)
+    dt = time.perf_counter() - t0
+    clusters = pd.read_parquet(out / "clusters.parquet")
+    rel = {str(Path(p).relative_to(root)): k for k, p in enumerate(pool["path"])}
+    clusters = clusters[clusters["path"].isin(rel)]
+    idx = clusters["path"].map(rel).to_numpy()
+    labelled = pool.iloc[idx].assign(cluster=clusters["cluster_key"].to_numpy(),
+                                     join_hashes=clusters["join_hashes"].to_numpy())
+    return labelled, summary, dt
+
+
+def metrics(labelled: pd.DataFrame, group: str = "source") -> dict:
+    by_key = dict(zip(zip(labelled["source"], labelled["transform"]), labelled["cluster"]))
+    recall = {}
+    for t in sorted(set(labelled["transform"]) - {"original"}):
+        sub = labelled[labelled["transform"] == t]
+        recall[t] = float(np.mean([by_key[(s, "original")] == c for s, c in zip(sub["source"], sub["cluster"])]))
+    true_pairs = false_pairs = 0
+    for _, g in labelled.groupby("cluster"):
+        if len(g) < 2:
+            continue
+        counts = g[group].value_counts()
+        same = int((counts * (counts - 1) // 2).sum())
+        true_pairs += same
+        false_pairs += len(g) * (len(g) - 1) // 2 - same
+    mixed = int((labelled.groupby("cluster")[group].nunique() > 1).sum())
+    precision = true_pairs / (true_pairs + false_pairs) if true_pairs + false_pairs else 1.0
+    return {"recall": recall, "false_pairs": false_pairs, "true_pairs": true_pairs, "precision": precision,
+            "mixed_clusters": mixed}
+
+
+def candidate_recall(pool: pd.DataFrame, root: Path, cache: Path, threshold: int,
+                     verify_threshold: float = dedupe.DEFAULT_VERIFY_THRESHOLD) -> pd.DataFrame:
+    """Per transform: the share of (original, copy) pairs within ``threshold`` for subsets of hash kinds."""
+    hashes = read_hash_cache(cache).set_index("sha256")
+    from gencomp.data.hashing import sha256_file
+
+    shas = [sha256_file(p) for p in pool["path"]]
+    feats = hashes.loc[shas]
+    ent = {}
+    for k in CANDIDATE_KINDS:
+        ent[k] = np.stack([as_uint64(feats[k].to_numpy().astype(np.int64)),
+                           as_uint64(feats[f"{k}_alt"].to_numpy().astype(np.int64))], axis=1)
+    ph = as_uint64(feats["phash"].to_numpy().astype(np.int64))
+    src = pool["source"].to_numpy()
+    tr = pool["transform"].to_numpy()
+    orig = {s: i for i, (s, t) in enumerate(zip(src, tr)) if t == "original"}
+    subsets = {"pHash": None, "full": ["full"], "full+c60": ["full", "c60"], "full+c92": ["full", "c92"],
+               "full+c92+c60": ["full", "c92", "c60"]}
+    rows = []
+    for t in sorted(set(tr) - {"original"}):
+        ci = np.nonzero(tr == t)[0]
+        oi = np.array([orig[s] for s in src[ci]])
+        row = {"transform": t}
+        for name, kinds in subsets.items():
+            if kinds is None:
+                d = np.bitwise_count(ph[oi] ^ ph[ci])
+            else:
+                d = np.min([np.bitwise_count(ent[ka][oi][:, x] ^ ent[kb][ci][:, y])
+                            for ka in kinds for kb in kinds for x in (0, 1) for y in (0, 1)], axis=0)
+            row[name] = float(np.mean(d <= threshold))
+        # the strict pairwise figure: a candidate by the default kinds AND verified, the copy alone
+        sc, _ = verify_pairs(_thumbs(feats, oi), _thumbs(feats, ci), None,
+                             aspect_a=_aspect(feats, oi), aspect_b=_aspect(feats, ci))
+        row["candidate and verified (pair alone)"] = float(np.mean((d <= threshold) & (sc >= verify_threshold)))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _thumbs(feats, idx):
+    return np.stack([np.frombuffer(v, dtype=np.uint8) for v in feats["thumb"].to_numpy()[idx]])
+
+
+def _aspect(feats, idx):
+    return (feats["width"].astype(float) / feats["height"].astype(float)).to_numpy()[idx]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--photos", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "photos"))
-    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--photos", required=True, help="folder of photos (e.g. ../shared/data/photos)")
+    ap.add_argument("--domains", default=None, help="folder with faces/, aerial/, textures/ (optional)")
+    ap.add_argument("--work", required=True, help="scratch folder for the generated copies and outputs")
+    ap.add_argument("--half", choices=("tune", "report", "all"), default="report")
+    ap.add_argument("--max-side", type=int, default=640)
+    ap.add_argument("--faces", type=int, default=1000, help="faces used (with their copies); 0: none")
+    ap.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated names of CONFIGS")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--csv", default=None)
+    ap.add_argument("--json", default=None, help="write every number here")
+    ap.add_argument("--skip-candidates", action="store_true", help="leave out the candidate-recall table")
     args = ap.parse_args()
+    work = Path(args.work)
+    configs = [c for c in CONFIGS if c in args.configs.split(",")]
+    report: dict = {"half": args.half, "configs": {}}
 
-    paths = sorted(str(p) for p in Path(args.photos).rglob("*") if p.is_file())[: args.limit]
+    photos = sorted(p for p in Path(args.photos).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    photos = [p for p in photos if args.half == "all" or half_of(p.relative_to(args.photos).as_posix()) == args.half]
+    root = work / f"photos_{args.half}"
+    jobs = [(str(p), f"{p.parent.name}_{p.stem}", str(root), T.TRANSFORMS, args.max_side, True) for p in photos]
     t0 = time.perf_counter()
-    with ProcessPoolExecutor(args.workers) as pool:
-        results = [r for r in pool.map(_one_photo, paths, chunksize=4) if r is not None]
-    n = len(results)
-    print(f"{n} photos from {args.photos}, {len(TRANSFORMS)} transforms, {time.perf_counter() - t0:.0f} s "
-          f"({args.workers} workers)\n")
+    pool = build_pool(jobs, args.workers)
+    print(f"{len(photos)} photos ({args.half} half) -> {len(pool)} files in {time.perf_counter() - t0:.0f} s\n")
 
-    rows = []
-    for k, kind in enumerate(("phash", "dhash")):
-        orig = np.array([r["original"][k] for r in results], dtype=np.uint64)
-        d_oo = _dist(orig, orig)[np.triu_indices(n, 1)]
-        print(f"## {kind}: recall / precision per transform at threshold t (n = {n} positives per transform)\n")
-        print("| transform | " + " | ".join(f"t={t}" for t in THRESHOLDS) + " |")
-        print("|---|" + "---|" * len(THRESHOLDS))
-        for name in TRANSFORMS:
-            moved = np.array([r[name][k] for r in results], dtype=np.uint64)
-            d = _dist(orig, moved)
-            pos = np.diag(d)
-            neg = d[~np.eye(n, dtype=bool)]
-            cells = []
-            for t in THRESHOLDS:
-                tp, fp = int((pos <= t).sum()), int((neg <= t).sum())
-                recall, precision = tp / n, tp / (tp + fp) if tp + fp else 1.0
-                cells.append(f"{recall:.3f} / {precision:.3f}")
-                rows.append((kind, name, t, recall, precision, tp, fp))
-            print(f"| {name} | " + " | ".join(cells) + " |")
-        fps = " | ".join(str(int((d_oo <= t).sum())) for t in THRESHOLDS)
-        print(f"| distinct originals: false pairs of {len(d_oo)} | {fps} |")
-        print(f"\n{kind}: median distance positive (jpeg_q70) vs negative: "
-              f"{np.median(np.diag(_dist(orig, np.array([r['jpeg_q70'][k] for r in results], dtype=np.uint64)))):.0f}"
-              f" vs {np.median(d_oo):.0f}; closest distinct originals: {np.sort(d_oo)[:8].tolist()}\n")
-    if args.csv:
-        import csv
+    table = {}
+    for name in configs:
+        labelled, summary, dt = run_config(pool, root, work / f"out_photos_{args.half}" / name.replace(" ", "_"),
+                                           CONFIGS[name], args.workers)
+        m = metrics(labelled)
+        m.update(seconds=dt, verified_pairs=summary.get("verified_pairs"))
+        table[name] = m
+        report["configs"][name] = {"photos": m}
+        print(f"{name}: precision {m['precision']:.4f}, false pairs {m['false_pairs']}, {dt:.0f} s", flush=True)
+    print("\n| transform | " + " | ".join(configs) + " |")
+    print("|---|" + "---|" * len(configs))
+    for t in T.TRANSFORMS:
+        print(f"| {t} | " + " | ".join(f"{table[c]['recall'][t]:.3f}" for c in configs) + " |")
+    print("| **precision** (false pairs) | " + " | ".join(
+        f"{table[c]['precision']:.4f} ({table[c]['false_pairs']})" for c in configs) + " |")
 
-        with open(args.csv, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["hash", "transform", "threshold", "recall", "precision", "tp", "fp"])
-            w.writerows(rows)
+    verified_out = work / f"out_photos_{args.half}" / "verified_(default)"
+    if (verified_out / "hashes.parquet").is_file() and not args.skip_candidates:
+        cand = candidate_recall(pool, root, verified_out / "hashes.parquet", 8)
+        report["candidate_recall_t8"] = cand.to_dict(orient="records")
+        print("\n## candidate recall at 8 bits by hash kinds (before verification)\n")
+        print(cand.to_markdown(index=False, floatfmt=".3f"))
+
+    if args.domains:
+        dom = Path(args.domains)
+        for name in ("faces", "aerial", "textures"):
+            folder = dom / name
+            if not folder.is_dir():
+                continue
+            files = sorted(folder.glob("*.jpg"))
+            transforms = FACE_TRANSFORMS if name == "faces" else ()
+            if name == "faces":
+                files = files[: args.faces] if args.faces else []
+            if not files:
+                continue
+            droot = work / f"domain_{name}"
+            djobs = [(str(p), p.stem, str(droot), transforms, None, True) for p in files]
+            dpool = build_pool(djobs, args.workers)
+            group = "source"
+            if name == "faces":
+                man = pd.read_csv(folder / "MANIFEST.tsv", sep="\t")
+                person = dict(zip(man["file"].str.replace(".jpg", "", regex=False),
+                                  man["path_in_repo"].str.split("/").str[2]))
+                dpool["person"] = dpool["source"].map(person)
+                group = "person"
+            print(f"\n## {name}: {len(files)} originals, {len(dpool)} files\n")
+            print("| config | recall (" + ", ".join(transforms) + ") | clusters joining different "
+                  + ("people" if name == "faces" else "files") + " | false pairs | seconds |")
+            print("|---|---|---|---|---|")
+            for cname in configs:
+                labelled, summary, dt = run_config(dpool, droot, work / f"out_{name}" / cname.replace(" ", "_"),
+                                                   CONFIGS[cname], args.workers)
+                if name == "faces":
+                    labelled = labelled.assign(person=labelled["source"].map(person))
+                m = metrics(labelled, group=group)
+                m["seconds"] = dt
+                report["configs"].setdefault(cname, {})[name] = m
+                rec = ", ".join(f"{m['recall'][t]:.3f}" for t in transforms) or "-"
+                print(f"| {cname} | {rec} | {m['mixed_clusters']} | {m['false_pairs']} | {dt:.0f} |", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=float))
 
 
 if __name__ == "__main__":

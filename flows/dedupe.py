@@ -1,4 +1,4 @@
-"""Stage `dedupe`: exact and perceptual-hash near-duplicate clusters over the scraped images."""
+"""Stage `dedupe`: exact and near-duplicate clusters (hash candidates, verified on thumbnails) over the scraped images."""
 
 from __future__ import annotations
 
@@ -6,32 +6,36 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from flows.common import params
+from flows.common import params, run_stage
+from gencomp.config import DedupeParams
 from gencomp.data.dedupe import run_dedupe
 
 
 @task(name="dedupe")
-def dedupe(raw_dir: str, out_dir: str, hash_kind: str, threshold: int, workers: int, sheet: int) -> dict:
+def dedupe(raw_dir: str, settings: DedupeParams) -> dict:
     manifest = Path(raw_dir) / "manifest.parquet"
     return run_dedupe(
         Path(raw_dir),
-        Path(out_dir),
+        Path(settings.out),
         manifest=manifest if manifest.exists() else None,
-        threshold=threshold,
-        hash_kind=hash_kind,
-        workers=workers,
-        contact_sheet_clusters=sheet,
+        method=settings.method,
+        threshold=settings.threshold,
+        hash_kind=settings.hash,
+        verify_threshold=settings.verify_threshold,
+        guard_threshold=settings.guard_threshold,
+        workers=settings.workers,
+        contact_sheet_clusters=settings.contact_sheet_clusters,
+        contact_sheet_pairs=settings.contact_sheet_pairs,
     )
 
 
 @flow(name="dedupe", log_prints=True)
 def dedupe_flow() -> dict:
     p = params()
-    summary = dedupe(p.scrape.out, p.dedupe.out, p.dedupe.hash, p.dedupe.threshold, p.dedupe.workers,
-                     p.dedupe.contact_sheet_clusters)
+    summary = dedupe(p.scrape.out, p.dedupe)
     print(f"dedupe summary: {summary}")
     return summary
 
 
 if __name__ == "__main__":
-    dedupe_flow()
+    run_stage(dedupe_flow)

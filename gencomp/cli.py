@@ -123,10 +123,15 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
     return settings
 
 
-def _scrape_default(name: str):
-    from gencomp.config import ScrapeParams
+def _schema_default(section: str, name: str):
+    """A setting's one default, from its section of the params schema (``gencomp/config.py``)."""
+    import gencomp.config
 
-    return ScrapeParams.model_fields[name].default
+    return getattr(gencomp.config, section).model_fields[name].default
+
+
+def _scrape_default(name: str):
+    return _schema_default("ScrapeParams", name)
 
 
 def _scrape_help(name: str) -> str:
@@ -209,15 +214,29 @@ def scrape(
 def dedupe(
     images_dir: Annotated[Path, typer.Argument(help="Folder of images (a scrape output or any folder).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for clusters.parquet.")],
-    threshold: Annotated[int, typer.Option(help="Hamming distance for near-duplicates.")] = 8,
-    hash_kind: Annotated[str, typer.Option("--hash", help="phash or dhash.")] = "phash",
-    workers: Annotated[int, typer.Option(help="Hashing processes.")] = 2,
+    threshold: Annotated[int, typer.Option(
+        help="Hamming distance (of 64 bits) of the candidate search (verified) or of the clusters (hash).")
+    ] = _schema_default("DedupeParams", "threshold"),
+    method: Annotated[str, typer.Option(
+        help="verified: hash candidates, each edge checked on thumbnails; hash: pHash/dHash clusters only.")
+    ] = _schema_default("DedupeParams", "method"),
+    verify_threshold: Annotated[float, typer.Option(help="Thumbnail score an edge needs to join (verified).")
+                                ] = _schema_default("DedupeParams", "verify_threshold"),
+    guard_threshold: Annotated[float, typer.Option(
+        help="Score every member of a 3+ cluster needs against its representative (verified).")
+    ] = _schema_default("DedupeParams", "guard_threshold"),
+    hash_kind: Annotated[str, typer.Option("--hash", help="phash or dhash (method hash).")
+                         ] = _schema_default("DedupeParams", "hash"),
+    workers: Annotated[int, typer.Option(help="Hashing processes.")] = _schema_default("DedupeParams", "workers"),
 ) -> None:
-    """Find exact and near-duplicate images; write clusters.parquet and a contact sheet."""
+    """Find exact and near-duplicate images; write clusters.parquet, pairs.parquet and a contact sheet."""
     from gencomp.config import DedupeParams
     from gencomp.data.dedupe import run_dedupe
 
     threshold = check_option(DedupeParams, "threshold", threshold, "--threshold")
+    method = check_option(DedupeParams, "method", method, "--method")
+    verify_threshold = check_option(DedupeParams, "verify_threshold", verify_threshold, "--verify-threshold")
+    guard_threshold = check_option(DedupeParams, "guard_threshold", guard_threshold, "--guard-threshold")
     hash_kind = check_option(DedupeParams, "hash", hash_kind, "--hash")
     workers = check_option(DedupeParams, "workers", workers, "--workers")
     if not images_dir.is_dir():
@@ -226,7 +245,8 @@ def dedupe(
     try:
         with console.status("hashing and clustering..."):
             summary = run_dedupe(images_dir, out, manifest=manifest if manifest.exists() else None,
-                                 threshold=threshold, hash_kind=hash_kind, workers=workers)
+                                 threshold=threshold, hash_kind=hash_kind, method=method,
+                                 verify_threshold=verify_threshold, guard_threshold=guard_threshold, workers=workers)
     except (ValueError, OSError) as exc:
         fail(str(exc))
     console.print_json(json.dumps(summary, default=str))

@@ -184,10 +184,16 @@ class ScrapeParams(_Section):
 
 class DedupeParams(_Section):
     out: str = "data/dedup"
-    hash: Literal["phash", "dhash"] = "phash"
-    threshold: int = Field(8, ge=0, le=32)
+    # verified: candidate hashes (whole, centred 92 % and 60 %, mirror-proof) within `threshold`, each edge
+    # verified on thumbnails (gencomp.data.verify); hash: clusters of `hash` within `threshold`, unverified
+    method: Literal["verified", "hash"] = "verified"
+    hash: Literal["phash", "dhash"] = "phash"  # method: hash only
+    threshold: int = Field(8, ge=0, le=16)  # Hamming bits: the candidate search (verified) or the clusters (hash)
+    verify_threshold: float = Field(0.85, ge=-1.0, le=1.0)  # score an edge needs to join (verified)
+    guard_threshold: float = Field(0.75, ge=-1.0, le=1.0)  # score against the representative, clusters of 3+
     workers: int = Field(2, ge=1)
     contact_sheet_clusters: int = Field(12, ge=0)
+    contact_sheet_pairs: int = Field(8, ge=0)  # borderline verified pairs shown under the clusters
 
 
 class ShardResize(_Section):

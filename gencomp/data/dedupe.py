@@ -5,10 +5,22 @@ Writes, each atomically, into ``out_dir``:
 - ``hashes.parquet``: the hash cache (see :mod:`gencomp.data.hashing`), one row per sha256;
 - ``clusters.parquet``: one row per input file (per manifest row when a manifest is given), see
   :data:`CLUSTER_COLUMNS`;
-- ``contact_sheet.png``: the largest clusters, one per row, representative first, for a person to check;
+- ``pairs.parquet``: every candidate pair that was verified, with its score (the audit trail of the
+  threshold, and the cache that lets a rescrape verify only pairs with a new image);
+- ``contact_sheet.png``: the largest clusters, one per row, representative first, then the borderline
+  pairs (verification scores nearest the threshold, joined and not), for a person to check;
 - ``summary.json``: the counts returned by :func:`run_dedupe`.
 
-Clusters are the connected components of "same sha256, or perceptual hashes within ``threshold`` bits".
+``method="verified"`` (the default): candidates are pairs of images with a candidate hash (see
+:mod:`gencomp.data.hashing`: whole image, centred 92 % and 60 % boxes, each in canonical orientation so that
+mirror images match) within ``threshold`` bits, found by one multi-index search over all kinds; each
+candidate edge must then pass :func:`gencomp.data.verify.verify_pairs` (score >= ``verify_threshold``)
+before union-find joins it, and after clustering every member of a cluster of three or more must also
+score at least ``guard_threshold`` against the representative, or it is split off: a chain of
+individually plausible edges cannot join two different images. ``method="hash"`` is the earlier
+behaviour: clusters of "pHash (or dHash) within ``threshold`` bits", unverified.
+
+Clusters are the connected components of "same sha256, or a near-duplicate edge".
 The representative (``keep=True``) is the member with the most pixels, then the largest file, then the
 smallest sha256, then the smallest path/url. ``cluster_key`` is the smallest sha256 among the members: it
 names the cluster in later stages (the shard split is a hash of it) and stays the same across rescrapes
@@ -31,22 +43,33 @@ from PIL import Image, ImageDraw
 
 from gencomp.atomic import write_bytes_atomic, write_parquet_atomic
 from gencomp.data.hashing import (
+    CANDIDATE_KINDS,
     STATUS_OK,
+    THUMB_SIDE,
     as_uint64,
     read_hash_cache,
     sha256_file,
     update_hash_cache,
 )
 from gencomp.data.images import ImageRejected, open_image
-from gencomp.data.neardup import choose_representatives, cluster_hashes, popcount64
+from gencomp.data.neardup import (
+    choose_representatives,
+    cluster_hashes,
+    cluster_verified,
+    connected_components,
+    cross_owner_edges,
+    popcount64,
+)
+from gencomp.data.verify import verify_pairs
 
-# pHash at 8 bits (of 64), from benchmarks/dedupe_accuracy.py on the 548 photos of ../shared/data/photos:
-# recall 1.000 for resize 50 %, JPEG q30-q90 and brightness +-10 %, 0.998 for crop 2 %, 0.923 for crop 5 %,
-# 0 for a horizontal flip, with no false pair among the 149,878 pairs of distinct photos. At 10 the 5 % crop
-# recall is 0.974 but the raw files hold a false pair (a tiger and a penguin, distance 10; 4 at 11, 8 at 12):
-# at 10^4 images that rate would wrongly merge hundreds, and union-find chains such merges.
+# Candidate search at 8 bits (of 64) over the canonical full/c92/c60 hashes, then verification at 0.85:
+# see BENCHMARKS.md ("Near-duplicates as the web makes them") for the measurements behind both numbers.
 DEFAULT_THRESHOLD = 8
+DEFAULT_VERIFY_THRESHOLD = 0.85
+DEFAULT_GUARD_THRESHOLD = 0.75
 HASH_KINDS = ("phash", "dhash")
+METHODS = ("verified", "hash")
+VERIFIER_ID = "verify-2/thumb64/box13x13/turn3/small-blur"
 
 CLUSTER_SCHEMA = pa.schema(
     [
@@ -66,9 +89,29 @@ CLUSTER_SCHEMA = pa.schema(
         ("reason", pa.string()),  # ImageRejected reason code (or read_error), "" when ok
         ("phash", pa.int64()),
         ("dhash", pa.int64()),
+        # Why this file is in its cluster: the edge that joined it (its first accepted edge).
+        ("joined_to", pa.string()),  # sha256 of the other image of that edge; "" when none
+        ("join_hashes", pa.string()),  # the hash kinds that matched, e.g. "full~c92" (verified), "phash" (hash)
+        ("join_distance", pa.int64()),  # their Hamming distance
+        ("join_score", pa.float64()),  # the verification score of the edge (null with method="hash")
+        ("join_mirror", pa.bool_()),  # the two are left-right mirror images of each other
+        ("rep_score", pa.float64()),  # verification score against the representative (the chain guard)
     ]
 )
 CLUSTER_COLUMNS = CLUSTER_SCHEMA.names
+
+PAIR_SCHEMA = pa.schema(
+    [
+        ("sha256_a", pa.string()),
+        ("sha256_b", pa.string()),
+        ("mirror", pa.bool_()),
+        ("hashes", pa.string()),
+        ("distance", pa.int64()),
+        ("score", pa.float64()),
+        ("joined", pa.bool_()),  # accepted (score >= verify_threshold) when this run saw it
+        ("verifier", pa.string()),
+    ]
+)
 
 _THUMB = 128
 
@@ -128,18 +171,26 @@ def run_dedupe(
     manifest: str | Path | None = None,
     threshold: int = DEFAULT_THRESHOLD,
     hash_kind: str = "phash",
+    method: str = "verified",
+    verify_threshold: float = DEFAULT_VERIFY_THRESHOLD,
+    guard_threshold: float = DEFAULT_GUARD_THRESHOLD,
     workers: int = 2,
     contact_sheet_clusters: int = 12,
+    contact_sheet_pairs: int = 8,
 ) -> dict:
     """Hash (with the cache), cluster and choose one image per cluster. Returns the summary dict.
 
     ``manifest``: a scrape manifest (rows with ``status == "ok"``; ``path`` relative to ``images_dir``,
     ``sha256``, optional ``url``); without one every file under ``images_dir`` is considered.
+    ``threshold``: Hamming bits of the candidate search (``method="verified"``) or of the clusters themselves
+    (``method="hash"``, with ``hash_kind``). ``verify_threshold``/``guard_threshold``: see the module docstring.
     """
     images_dir = Path(images_dir)
     out_dir = Path(out_dir)
     if hash_kind not in HASH_KINDS:
         raise ValueError(f"hash_kind must be one of {HASH_KINDS}, not {hash_kind!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     if not 0 <= threshold <= 64:
         raise ValueError(f"threshold must be in 0..64 bits, not {threshold}")
     if not images_dir.is_dir():
@@ -176,13 +227,24 @@ def run_dedupe(
         }
     )
     frame["bytes"] = [p.stat().st_size if p.is_file() else 0 for p in abs_paths]
-    clusters = _cluster(frame, threshold=threshold, hash_kind=hash_kind, workers=workers)
+    pairs_path = out_dir / "pairs.parquet"
+    if method == "verified":
+        features = hashes.drop(columns=["path"]).reset_index(drop=True)
+        clusters, pairs = _cluster_verified(frame, features, threshold=threshold,
+                                            verify_threshold=verify_threshold, guard_threshold=guard_threshold,
+                                            workers=workers, pairs_path=pairs_path)
+        write_parquet_atomic(pa.Table.from_pandas(pairs, schema=PAIR_SCHEMA, preserve_index=False)
+                             .replace_schema_metadata(None), pairs_path, compression="zstd")
+    else:
+        clusters = _cluster(frame, threshold=threshold, hash_kind=hash_kind, workers=workers)
+        pairs = pd.DataFrame(columns=PAIR_SCHEMA.names)
 
     table = pa.Table.from_pandas(clusters[CLUSTER_COLUMNS], schema=CLUSTER_SCHEMA, preserve_index=False)
     write_parquet_atomic(table.replace_schema_metadata(None), out_dir / "clusters.parquet", compression="zstd")
     write_bytes_atomic(
         out_dir / "contact_sheet.png",
-        contact_sheet_png(clusters, images_dir, max_clusters=contact_sheet_clusters),
+        contact_sheet_png(clusters, images_dir, max_clusters=contact_sheet_clusters,
+                          pairs=pairs, verify_threshold=verify_threshold, max_pairs=contact_sheet_pairs),
     )
 
     ok = clusters["status"] == STATUS_OK
@@ -200,9 +262,16 @@ def run_dedupe(
         "newly_hashed": int(newly_hashed),
         "threshold": int(threshold),
         "hash_kind": hash_kind,
+        "method": method,
+        "verify_threshold": float(verify_threshold) if method == "verified" else None,
+        "guard_threshold": float(guard_threshold) if method == "verified" else None,
+        "verified_pairs": int(len(pairs)),
+        "newly_verified_pairs": int(pairs.attrs.get("newly_verified", 0)),
+        "split_by_guard": int(clusters.attrs.get("split_by_guard", 0)),
         "hashes": str(cache_path),
         "clusters_parquet": str(out_dir / "clusters.parquet"),
         "contact_sheet": str(out_dir / "contact_sheet.png"),
+        "pairs_parquet": str(pairs_path) if method == "verified" else None,
     }
     write_bytes_atomic(out_dir / "summary.json", (json.dumps(summary, indent=2, sort_keys=True) + "\n").encode())
     return summary
@@ -242,6 +311,17 @@ def _cluster(frame: pd.DataFrame, *, threshold: int, hash_kind: str, workers: in
     out["cluster_key"] = by_label.transform("min").to_numpy()
     out["cluster_size"] = by_label.transform("size").to_numpy().astype(np.int64)
     out["cluster"] = out["cluster_key"].rank(method="dense").astype("int64") - 1
+    in_group = ok & (out["cluster_size"].to_numpy() > 1) & ~out["keep"].to_numpy()
+    out["joined_to"] = np.where(in_group, sha[rep], "")
+    out["join_hashes"] = np.where(in_group, hash_kind, "")
+    out["join_distance"] = out["distance"].where(in_group)
+    out["join_score"] = np.nan
+    out["join_mirror"] = pd.array([False if g else None for g in in_group], dtype="boolean")
+    out["rep_score"] = np.nan
+    return _sorted_clusters(out)
+
+
+def _sorted_clusters(out: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(
         ["cluster_key", "keep", "distance", "path", "url"],
         ascending=[True, False, True, True, True],
@@ -259,11 +339,16 @@ def _thumbnail(path: Path) -> Image.Image:
         return Image.new("RGB", (_THUMB, _THUMB), (128, 128, 128))
 
 
-def contact_sheet_png(clusters: pd.DataFrame, images_dir: Path, *, max_clusters: int = 12, per_row: int = 8) -> bytes:
-    """PNG bytes: the ``max_clusters`` largest clusters (2+ distinct images), one row each, representative first.
+def contact_sheet_png(clusters: pd.DataFrame, images_dir: Path, *, max_clusters: int = 12, per_row: int = 8,
+                      pairs: pd.DataFrame | None = None, verify_threshold: float = DEFAULT_VERIFY_THRESHOLD,
+                      max_pairs: int = 8) -> bytes:
+    """PNG bytes: the ``max_clusters`` largest clusters (2+ distinct images), one row each, representative first,
+    then the ``max_pairs`` borderline pairs of ``pairs`` (verification scores nearest ``verify_threshold``).
 
-    Each thumbnail is captioned with its Hamming distance to the representative ("keep" for the
-    representative) and the number of copies when the same file appears several times.
+    Each cluster thumbnail is captioned with its verification score of the edge that joined it (or its
+    Hamming distance to the representative without one; "keep" for the representative) and the number of
+    copies when the same file appears several times. Each borderline pair says joined or not, its score,
+    the hash kinds that matched and their distance, so that a threshold can be audited by eye.
     """
     ok = clusters[clusters["status"] == STATUS_OK]
     distinct = ok.drop_duplicates("sha256")
@@ -274,11 +359,17 @@ def contact_sheet_png(clusters: pd.DataFrame, images_dir: Path, *, max_clusters:
 
     cell_w, cell_h, header = _THUMB + 8, _THUMB + 22, 20
     width = cell_w * per_row + 8
+    border = _borderline(pairs, verify_threshold, max_pairs)
+    path_of = dict(zip(ok["sha256"], ok["path"]))
+    pairs_h = (header + (len(border) + 1) // 2 * (cell_h + 6) + 8) if len(border) else 0
     if not order:
-        sheet = Image.new("RGB", (width, 40), (255, 255, 255))
+        sheet = Image.new("RGB", (width, 40 + pairs_h), (255, 255, 255))
         ImageDraw.Draw(sheet).text((8, 12), "no near-duplicate clusters", fill=(0, 0, 0))
+        _draw_pairs(sheet, border, images_dir, path_of, 40, verify_threshold)
     else:
-        sheet = Image.new("RGB", (width, len(order) * (cell_h + header) + 8), (255, 255, 255))
+        rows_h = len(order) * (cell_h + header) + 8
+        sheet = Image.new("RGB", (width, rows_h + pairs_h), (255, 255, 255))
+        _draw_pairs(sheet, border, images_dir, path_of, rows_h, verify_threshold)
         draw = ImageDraw.Draw(sheet)
         for row, key in enumerate(order):
             y0 = row * (cell_h + header) + 4
@@ -293,10 +384,206 @@ def contact_sheet_png(clusters: pd.DataFrame, images_dir: Path, *, max_clusters:
                 draw.rectangle([x, y, x + _THUMB + 3, y + _THUMB + 3], outline=colour, width=2)
                 sheet.paste(thumb, (x + 2 + (_THUMB - thumb.width) // 2, y + 2 + (_THUMB - thumb.height) // 2))
                 n_copies = int(copies.get(member.sha256, 1))
-                caption = "keep" if member.keep else f"d={int(member.distance)}"
+                score = getattr(member, "join_score", np.nan)
+                if member.keep:
+                    caption = "keep"
+                elif score is not None and not pd.isna(score):
+                    caption = f"s={float(score):.2f} {getattr(member, 'join_hashes', '')}"
+                else:
+                    caption = f"d={int(member.distance)}"
                 if n_copies > 1:
                     caption += f" x{n_copies}"
                 draw.text((x + 2, y + _THUMB + 6), caption, fill=colour)
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _borderline(pairs: pd.DataFrame | None, threshold: float, count: int) -> pd.DataFrame:
+    """The ``count`` verified pairs nearest the threshold, half joined and half not where there are both."""
+    if pairs is None or len(pairs) == 0 or count <= 0:
+        return pd.DataFrame(columns=PAIR_SCHEMA.names)
+    gap = (pairs["score"] - threshold).abs()
+    ranked = pairs.assign(_gap=gap).sort_values(["_gap", "sha256_a", "sha256_b"], kind="stable")
+    above = ranked[ranked["score"] >= threshold].head((count + 1) // 2)
+    below = ranked[ranked["score"] < threshold].head(count - len(above))
+    return pd.concat([above, below]).sort_values("score", ascending=False, kind="stable").drop(columns="_gap")
+
+
+def _draw_pairs(sheet: Image.Image, border: pd.DataFrame, images_dir: Path, path_of: dict, y0: int,
+                threshold: float) -> None:
+    if len(border) == 0:
+        return
+    draw = ImageDraw.Draw(sheet)
+    cell_w, cell_h = _THUMB + 8, _THUMB + 22
+    draw.text((6, y0 + 4), f"borderline pairs (verification threshold {threshold:.2f})", fill=(0, 0, 0))
+    for k, pair in enumerate(border.itertuples(index=False)):
+        col, row = k % 2, k // 2
+        x = 4 + col * (4 * cell_w)
+        y = y0 + 20 + row * (cell_h + 6)
+        colour = (0, 140, 0) if pair.score >= threshold else (200, 0, 0)
+        for t, sha in enumerate((pair.sha256_a, pair.sha256_b)):
+            thumb = _thumbnail(images_dir / path_of[sha]) if sha in path_of else _thumbnail(Path("/nonexistent"))
+            sheet.paste(thumb, (x + t * cell_w + (_THUMB - thumb.width) // 2, y + (_THUMB - thumb.height) // 2))
+        verdict = "joined" if pair.score >= threshold else "not joined"
+        draw.text((x + 2 * cell_w + 4, y + 10), f"{verdict}\nscore {pair.score:.3f}\n{pair.hashes} d={pair.distance}"
+                  + ("\nmirror" if pair.mirror else ""), fill=colour)
+
+
+def _read_pairs_cache(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        old = pd.read_parquet(path)
+    except (OSError, ValueError):
+        return {}
+    if not set(PAIR_SCHEMA.names) <= set(old.columns):
+        return {}
+    old = old[old["verifier"] == VERIFIER_ID]
+    return {(a, b, bool(m)): float(s) for a, b, m, s in zip(old["sha256_a"], old["sha256_b"], old["mirror"], old["score"])}
+
+
+def _cluster_verified(frame: pd.DataFrame, features: pd.DataFrame, *, threshold: int, verify_threshold: float,
+                      guard_threshold: float, workers: int, pairs_path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ``method="verified"`` clusters (see the module docstring) and the table of verified pairs."""
+    frame = frame.reset_index(drop=True)
+    n = len(frame)
+    ok = (frame["status"] == STATUS_OK).to_numpy()
+    sha = frame["sha256"].astype(str).to_numpy()
+    file_key = np.array([s if s else f"path:{p}" for s, p in zip(sha, frame["path"].astype(str))], dtype=object)
+    ok_idx = np.nonzero(ok)[0]
+    uniq_sha, first, inverse = np.unique(sha[ok_idx], return_index=True, return_inverse=True)
+    rows = ok_idx[first]  # one file row per distinct image
+    u = len(rows)
+
+    # Entries of the candidate index: each kind's canonical hash, plus its other orientation when ambiguous.
+    hs, owner, kind_of, mirrored = [], [], [], []
+    for k, name in enumerate(CANDIDATE_KINDS):
+        h = as_uint64(features[name].to_numpy()[rows].astype(np.int64))
+        alt = as_uint64(features[f"{name}_alt"].to_numpy()[rows].astype(np.int64))
+        m = features[f"{name}_mirrored"].to_numpy()[rows].astype(bool)
+        two = alt != h
+        hs += [h, alt[two]]
+        owner += [np.arange(u), np.nonzero(two)[0]]
+        kind_of += [np.full(u, k), np.full(int(two.sum()), k)]
+        mirrored += [m, ~m[two]]
+    hs, owner = np.concatenate(hs), np.concatenate(owner)
+    kind_of, mirrored = np.concatenate(kind_of), np.concatenate(mirrored)
+    a, b, dist, ea, eb = cross_owner_edges(hs, owner, threshold, workers=workers)
+    mirror = mirrored[ea] ^ mirrored[eb]
+    names = np.array(list(CANDIDATE_KINDS), dtype=object)
+    how = np.array([f"{x}~{y}" for x, y in zip(names[kind_of[ea]], names[kind_of[eb]])], dtype=object)
+
+    thumbs = features["thumb"].to_numpy()[rows]
+    aspect = (features["width"].astype("float64") / features["height"].astype("float64")).to_numpy()[rows]
+    short = np.minimum(features["width"].astype("float64"), features["height"].astype("float64")).to_numpy()[rows]
+    cache = _read_pairs_cache(pairs_path)
+    edge_score = np.full(len(a), np.nan)
+    fresh = [0]
+
+    def score_edges(ia, ib, mir) -> np.ndarray:
+        """Scores of image pairs (ia, ib) with mirror flags (None: unknown, both tried), through the cache."""
+        keys = [(uniq_sha[x], uniq_sha[y], bool(m) if m is not None else None) for x, y, m in zip(ia, ib, mir)]
+        out = np.array([cache.get(k, np.nan) if k[2] is not None else np.nan for k in keys], dtype=np.float64)
+        todo = np.nonzero(np.isnan(out))[0]
+        if len(todo):
+            known = np.array([mir[t] is not None for t in todo], dtype=bool)
+            for sel, flags in ((todo[known], np.array([bool(mir[t]) for t in todo[known]], dtype=bool)),
+                               (todo[~known], None)):
+                if len(sel) == 0:
+                    continue
+                sc, _ = verify_pairs(_stack(thumbs[ia[sel]]), _stack(thumbs[ib[sel]]), flags,
+                                     aspect_a=aspect[ia[sel]], aspect_b=aspect[ib[sel]],
+                                     short_side=np.minimum(short[ia[sel]], short[ib[sel]]))
+                out[sel] = sc
+            fresh[0] += len(todo)
+        return out
+
+    def verify(idx: np.ndarray):
+        if verify_threshold <= -1.0:  # every candidate joins: the unverified search, for comparison
+            return np.ones(len(idx), dtype=bool), np.full(len(idx), np.nan)
+        sc = score_edges(a[idx], b[idx], mirror[idx].tolist())
+        edge_score[idx] = sc
+        return sc >= verify_threshold, sc
+
+    labels_u, tree, was_verified, _ = cluster_verified(u, a, b, dist, verify)
+
+    # The chain guard: in clusters of 3+ distinct images every member must also match the representative.
+    pixels_u = (features["width"].fillna(0).astype("int64") * features["height"].fillna(0).astype("int64")).to_numpy()[rows]
+    bytes_u = frame["bytes"].to_numpy()[rows]
+    rep_u = choose_representatives(labels_u, pixels_u, bytes_u, uniq_sha)
+    sizes = np.bincount(labels_u, minlength=u)
+    rep_score = np.full(u, np.nan)
+    check = np.nonzero((sizes[labels_u] >= 3) & (rep_u != np.arange(u)))[0] if guard_threshold > -1.0 else []
+    split = 0
+    if len(check):
+        rep_score[check] = score_edges(rep_u[check], check, [None] * len(check))
+        bad = check[rep_score[check] < guard_threshold]
+        split = len(bad)
+        if split:
+            # Re-cluster without the edges that touch a split-off member: it becomes its own cluster unless
+            # it has accepted edges among the other split-off members.
+            accepted = was_verified & ((edge_score >= verify_threshold) | (verify_threshold <= -1.0))
+            bad_mask = np.zeros(u, dtype=bool)
+            bad_mask[bad] = True
+            keep_edge = accepted & (bad_mask[a] == bad_mask[b])
+            labels_u = connected_components(u, a[keep_edge], b[keep_edge])
+            tree = np.where(bad_mask & ~np.isin(tree, np.nonzero(keep_edge)[0]), -1, tree)
+            rep_u = choose_representatives(labels_u, pixels_u, bytes_u, uniq_sha)
+
+    # Back to one row per file (copies of one file share its sha256, hence its cluster).
+    label = np.full(n, -1, dtype=np.int64)
+    label[ok_idx] = labels_u[inverse]
+    bad_idx = np.nonzero(~ok)[0]
+    if len(bad_idx):
+        label[bad_idx] = u + np.unique(file_key[bad_idx].astype(str), return_inverse=True)[1]
+    pixels = (frame["width"].fillna(0).astype("int64") * frame["height"].fillna(0).astype("int64")).to_numpy()
+    tiebreak = (frame["path"].astype(str) + "\0" + frame["url"].astype(str)).to_numpy()
+    rep = choose_representatives(label, pixels, frame["bytes"].to_numpy(), sha, tiebreak=tiebreak)
+
+    out = frame.copy()
+    out["keep"] = ok & (rep == np.arange(n))
+    ph = np.zeros(n, dtype=np.uint64)
+    ph[ok_idx] = as_uint64(frame["phash"].to_numpy()[ok_idx].astype(np.int64))
+    d_rep = popcount64(ph ^ ph[rep]).astype(np.int64)
+    out["distance"] = pd.array([int(x) if g else None for x, g in zip(d_rep, ok)], dtype="Int64")
+    by_label = pd.Series(file_key, dtype=object).groupby(label)
+    out["cluster_key"] = by_label.transform("min").to_numpy()
+    out["cluster_size"] = by_label.transform("size").to_numpy().astype(np.int64)
+    out["cluster"] = out["cluster_key"].rank(method="dense").astype("int64") - 1
+
+    e_of_row = np.full(n, -1, dtype=np.int64)
+    e_of_row[ok_idx] = tree[inverse]
+    u_of_row = np.full(n, -1, dtype=np.int64)
+    u_of_row[ok_idx] = inverse
+    has = e_of_row >= 0
+    e = np.where(has, e_of_row, 0)
+    other = np.where(a[e] == u_of_row, b[e], a[e]) if len(a) else np.zeros(n, dtype=np.int64)
+    out["joined_to"] = np.where(has, uniq_sha[other] if len(a) else "", "")
+    out["join_hashes"] = np.where(has, how[e] if len(a) else "", "")
+    out["join_distance"] = pd.array([int(dist[x]) if h else None for x, h in zip(e, has)], dtype="Int64")
+    out["join_score"] = np.where(has, edge_score[e] if len(a) else np.nan, np.nan)
+    out["join_mirror"] = pd.array([bool(mirror[x]) if h else None for x, h in zip(e, has)], dtype="boolean")
+    rs = np.full(n, np.nan)
+    rs[ok_idx] = rep_score[inverse]
+    out["rep_score"] = rs
+    out = _sorted_clusters(out)
+    out.attrs["split_by_guard"] = split
+
+    done = np.nonzero(was_verified)[0]
+    pairs = pd.DataFrame({
+        "sha256_a": uniq_sha[a[done]] if len(done) else [],
+        "sha256_b": uniq_sha[b[done]] if len(done) else [],
+        "mirror": mirror[done],
+        "hashes": how[done] if len(done) else [],
+        "distance": dist[done],
+        "score": edge_score[done],
+        "joined": edge_score[done] >= verify_threshold,
+        "verifier": VERIFIER_ID,
+    })
+    pairs.attrs["newly_verified"] = fresh[0]
+    return out, pairs
+
+
+def _stack(values) -> np.ndarray:
+    return np.stack([np.frombuffer(v, dtype=np.uint8).reshape(THUMB_SIDE, THUMB_SIDE) for v in values])

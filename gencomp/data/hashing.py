@@ -1,13 +1,28 @@
-"""Exact (sha256) and perceptual (pHash, dHash) hashes of image files, with a cache keyed by sha256.
+"""Exact (sha256) and perceptual hashes of image files, and the thumbnail that verifies them; a cache by sha256.
 
 Every perceptual hash is computed from pixels decoded by :func:`gencomp.data.images.open_image` with the one
 fixed :data:`HASH_DRAFT_SIZE`, so a hash never depends on which caller computed it. Hashes are 64-bit: the
 8x8 bit matrix of ``imagehash`` packed row-major, most significant bit first, and stored as ``int64`` (the
 same 64 bits read as two's complement; :func:`as_uint64` turns a column back into ``uint64``).
 
+Besides pHash and dHash (``imagehash``'s, unchanged), every image gets what the verified near-duplicate
+search needs (:mod:`gencomp.data.dedupe`), all from the same decode:
+
+- ``thumb``: the 64x64 greyscale thumbnail of the whole image (squashed to a square), 4,096 bytes, which
+  :mod:`gencomp.data.verify` aligns and compares;
+- candidate hashes, one 64-bit pHash per *kind* (:data:`CANDIDATE_KINDS`): ``full`` (the whole image),
+  ``c92`` (the centred 92 % box: equals ``full`` of an 8 % crop) and ``c60`` (the centred 60 % box: blind to
+  a caption, a logo or the black corners of a turn in any corner). Each is computed in a *canonical
+  orientation*: the box is mirrored left-right when its left half is the brighter (the sign of the first
+  horizontal DCT coefficient), so that an image and its mirror image get the same hash. When that sign is
+  too weak to be stable (under :data:`AMBIGUOUS` of the low-frequency energy) the other orientation's hash
+  is kept too, in ``<kind>_alt`` (otherwise ``<kind>_alt`` equals ``<kind>``); ``<kind>_mirrored`` says
+  whether the stored hash is the mirrored one.
+
 The cache (``hashes.parquet``) holds one row per sha256. A rerun or a rescrape hashes only sha256 values
 not in it (or computed by another :data:`HASHER_ID`); files that cannot be decoded are cached too, with
-their reason code, so they are not retried on every run and never stop it.
+their reason code, so they are not retried on every run and never stop it. A cache written by an older
+version (without the columns above) is not an error: its rows are recomputed and the file rewritten.
 """
 
 from __future__ import annotations
@@ -20,6 +35,8 @@ from pathlib import Path
 
 import imagehash
 import numpy as np
+import scipy.fft
+from PIL import Image
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -31,7 +48,12 @@ from gencomp.data.images import ImageRejected, open_image, probe
 # to 32x32 (pHash) or 9x8 (dHash), so 4x oversampling of the pHash grid is plenty; decoding less is what makes
 # hashing fast (640x480: 1.3 ms per image for both hashes, against 3.6 ms at 256 and 1.9 ms for a naive pHash).
 HASH_DRAFT_SIZE: tuple[int, int] = (128, 128)
-HASHER_ID = f"imagehash-{imagehash.__version__}/phash8+dhash8/draft{HASH_DRAFT_SIZE[0]}x{HASH_DRAFT_SIZE[1]}"
+THUMB_SIDE = 64
+# kind -> the centred share of the image it hashes
+CANDIDATE_KINDS: dict[str, float] = {"full": 1.0, "c92": 0.92, "c60": 0.60}
+AMBIGUOUS = 0.03  # |first horizontal DCT coefficient| / low-frequency AC energy under which both orientations count
+HASHER_ID = (f"imagehash-{imagehash.__version__}/phash8+dhash8+canon-full-c92-c60/thumb{THUMB_SIDE}"
+             f"/draft{HASH_DRAFT_SIZE[0]}x{HASH_DRAFT_SIZE[1]}")
 
 STATUS_OK = "ok"
 STATUS_REJECTED = "rejected"
@@ -42,6 +64,9 @@ HASH_SCHEMA = pa.schema(
         ("sha256", pa.string()),
         ("phash", pa.int64()),
         ("dhash", pa.int64()),
+        *[(f"{k}{suffix}", pa.int64()) for k in CANDIDATE_KINDS for suffix in ("", "_alt")],
+        *[(f"{k}_mirrored", pa.bool_()) for k in CANDIDATE_KINDS],
+        ("thumb", pa.binary()),
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("format", pa.string()),
@@ -69,6 +94,61 @@ def _bits_to_int64(bits: np.ndarray) -> int:
     return int(np.frombuffer(packed.tobytes(), dtype=">i8")[0])
 
 
+_SIGN = np.where(np.arange(8) % 2, -1.0, 1.0)  # DCT of a left-right mirror: odd horizontal frequencies flip sign
+
+
+def _low_dct(pixels: np.ndarray) -> np.ndarray:
+    """The 8x8 lowest DCT-II coefficients of a 32x32 array, as ``imagehash.phash`` computes them."""
+    return scipy.fft.dct(scipy.fft.dct(pixels, axis=0), axis=1)[:8, :8]
+
+
+def _bits(low: np.ndarray) -> int:
+    return _bits_to_int64(low > np.median(low))
+
+
+def canonical_phash(grey32: np.ndarray) -> tuple[int, int, bool]:
+    """See :func:`_canonical_and_plain`; the first three values."""
+    return _canonical_and_plain(grey32)[:3]
+
+
+def _canonical_and_plain(grey32: np.ndarray) -> tuple[int, int, bool, int]:
+    """(hash, alternative hash, mirrored, plain hash) of a 32x32 greyscale array; plain = ``imagehash.phash``.
+
+    The hash equals ``imagehash.phash`` of the array, or of its mirror image when the array's left half is
+    the brighter one; the alternative is the other orientation's hash when the choice is ambiguous (see
+    :data:`AMBIGUOUS`), else the same hash.
+    """
+    low = _low_dct(np.asarray(grey32, dtype=np.float64))
+    mirrored_low = low * _SIGN[None, :]
+    ac = float(np.sqrt((low**2).sum() - low[0, 0] ** 2)) + 1e-9
+    c01 = low[0, 1] / ac
+    plain, mirrored = _bits(low), _bits(mirrored_low)
+    # Canonical: the orientation whose first horizontal coefficient is <= 0 (the right half the brighter).
+    use_mirror = c01 > 0
+    first = mirrored if use_mirror else plain
+    alt = (plain if use_mirror else mirrored) if abs(c01) < AMBIGUOUS else first
+    return first, alt, bool(use_mirror), plain
+
+
+def image_features(grey: Image.Image) -> dict:
+    """Every perceptual value of a decoded greyscale image: phash, dhash, the candidate hashes, the thumbnail."""
+    w, h = grey.size
+    row = {"dhash": _bits_to_int64(imagehash.dhash(grey).hash)}
+    lanczos = Image.Resampling.LANCZOS
+    for kind, share in CANDIDATE_KINDS.items():
+        box = ((1 - share) / 2 * w, (1 - share) / 2 * h, (1 + share) / 2 * w, (1 + share) / 2 * h)
+        pixels = np.asarray(grey.resize((32, 32), lanczos, box=box if share < 1 else None), dtype=np.float64)
+        first, alt, mirrored, plain = _canonical_and_plain(pixels)
+        row[kind], row[f"{kind}_alt"], row[f"{kind}_mirrored"] = first, alt, mirrored
+        if share == 1.0:  # the same 32x32 LANCZOS resize and DCT as imagehash.phash: its value, computed once
+            row["phash"] = plain
+    row["thumb"] = np.asarray(grey.resize((THUMB_SIDE, THUMB_SIDE), lanczos), dtype=np.uint8).tobytes()
+    return row
+
+
+_PERCEPTUAL = ("phash", "dhash", *[f"{k}{s}" for k in CANDIDATE_KINDS for s in ("", "_alt", "_mirrored")], "thumb")
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -88,8 +168,7 @@ def hash_image_bytes(data: bytes) -> dict:
     """
     row = {
         "sha256": sha256_bytes(data),
-        "phash": None,
-        "dhash": None,
+        **{c: None for c in _PERCEPTUAL},
         "width": None,
         "height": None,
         "format": None,
@@ -102,10 +181,9 @@ def hash_image_bytes(data: bytes) -> dict:
         info = probe(data)
         row.update(width=info.width, height=info.height, format=info.format)
         grey = open_image(data, draft_size=HASH_DRAFT_SIZE).convert("L")
-        row["phash"] = _bits_to_int64(imagehash.phash(grey).hash)
-        row["dhash"] = _bits_to_int64(imagehash.dhash(grey).hash)
+        row.update(image_features(grey))
     except ImageRejected as exc:
-        row.update(status=STATUS_REJECTED, reason=exc.reason, message=exc.message, phash=None, dhash=None)
+        row.update(status=STATUS_REJECTED, reason=exc.reason, message=exc.message, **{c: None for c in _PERCEPTUAL})
     return row
 
 
@@ -158,9 +236,13 @@ def _read_cache_table(cache_path: str | Path) -> pa.Table:
     if not cache_path.exists():
         return HASH_SCHEMA.empty_table()
     table = pq.read_table(cache_path)
-    missing = set(HASH_COLUMNS) - set(table.column_names)
-    if missing:
-        raise ValueError(f"{cache_path} is not a hash cache: missing columns {sorted(missing)}")
+    if not {"sha256", "hasher"} <= set(table.column_names):
+        raise ValueError(f"{cache_path} is not a hash cache: it has no sha256/hasher columns "
+                         f"(columns: {table.column_names})")
+    if set(HASH_COLUMNS) - set(table.column_names):
+        # Written by an older version (fewer hash kinds): every row would be recomputed anyway, since its
+        # hasher id differs; start from an empty cache, which the caller then rewrites in full.
+        return HASH_SCHEMA.empty_table()
     return table.select(HASH_COLUMNS).cast(HASH_SCHEMA)
 
 

@@ -360,3 +360,84 @@ def choose_representatives(labels, pixels, nbytes, sha256, tiebreak=None) -> np.
     first_of_label[1:] = labels[order][1:] != labels[order][:-1]
     best_for = dict(zip(labels[order][first_of_label].tolist(), order[first_of_label].tolist()))
     return np.array([best_for[x] for x in labels.tolist()], dtype=np.int64)
+
+
+def cross_owner_edges(hashes, owner, threshold: int, *, workers: int = 1):
+    """Candidate pairs of *images* from several hash entries per image.
+
+    ``hashes`` (E,): 64-bit values, ``owner`` (E,): the image each entry belongs to. Entries are joined by
+    :func:`near_duplicate_edges` (so a value repeated g times costs g edges, not g^2); edges inside one image
+    are dropped and each image pair is kept once, at its smallest distance. Returns ``(a, b, distance, ea,
+    eb)`` with ``a < b`` image indices and ``ea``/``eb`` the entries that matched (for the "why" columns).
+    """
+    owner = np.asarray(owner, dtype=np.int64)
+    i, j, d = near_duplicate_edges(hashes, threshold, workers=workers)
+    oi, oj = owner[i], owner[j]
+    cross = oi != oj
+    i, j, d, oi, oj = i[cross], j[cross], d[cross], oi[cross], oj[cross]
+    swap = oi > oj
+    a, b = np.where(swap, oj, oi), np.where(swap, oi, oj)
+    ea, eb = np.where(swap, j, i), np.where(swap, i, j)
+    order = np.lexsort((eb, ea, d, b, a))
+    a, b, d, ea, eb = a[order], b[order], d[order], ea[order], eb[order]
+    first = np.ones(len(a), dtype=bool)
+    first[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    return a[first], b[first], d[first].astype(np.int64), ea[first], eb[first]
+
+
+def _find_all(parent: np.ndarray) -> np.ndarray:
+    while True:
+        grand = parent[parent]
+        if np.array_equal(grand, parent):
+            return parent
+        parent = grand
+
+
+def cluster_verified(n: int, a, b, distance, verify, *, batch: int = 2048):
+    """Union-find in which every joining edge must pass ``verify``.
+
+    Candidate edges are taken in order of increasing hash distance, ``batch`` at a time; an edge whose two
+    images are already in one cluster is skipped (not verified), the others go to ``verify(edge_indices) ->
+    (accepted bool array, score array)`` at once, and the accepted ones are joined. Each cluster is thus a
+    tree of verified edges, and the verifier runs about once per joined image plus once per rejected pair.
+
+    Returns ``(labels, tree, verified, scores)``: labels (n,) = smallest member index of each cluster;
+    ``tree`` (n,) = the first accepted edge at each node, which says why it is in its cluster (-1: none); ``verified``
+    bool (E,) whether an edge was scored, ``scores`` (E,) float (nan where not scored).
+    """
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    m = len(a)
+    order = np.lexsort((b, a, np.asarray(distance)))
+    parent = np.arange(n, dtype=np.int64)
+    tree = np.full(n, -1, dtype=np.int64)
+    verified = np.zeros(m, dtype=bool)
+    scores = np.full(m, np.nan, dtype=np.float64)
+
+    def find(x: int) -> int:
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    for lo in range(0, m, batch):
+        idx = order[lo:lo + batch]
+        roots = _find_all(parent.copy())
+        idx = idx[roots[a[idx]] != roots[b[idx]]]
+        if len(idx) == 0:
+            continue
+        ok, sc = verify(idx)
+        verified[idx] = True
+        scores[idx] = sc
+        for e in idx[np.asarray(ok, dtype=bool)].tolist():
+            ra, rb = find(int(a[e])), find(int(b[e]))
+            if ra == rb:
+                continue
+            parent[max(ra, rb)] = min(ra, rb)
+            for x in (int(a[e]), int(b[e])):
+                if tree[x] == -1:
+                    tree[x] = e
+    labels = _find_all(parent)
+    return labels, tree, verified, scores
