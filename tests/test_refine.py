@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from gencomp.codecs import get_codec
 from gencomp.codecs.container import unpack
 from gencomp.codecs.refine import refine_latent, sga_round
 from gencomp.metrics import mse
-from gencomp.models import VAEGAN, GaussianChannelPrior, save_vaegan
-
-
-@pytest.fixture(scope="module")
-def vaegan_path(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("vaegan") / "model.pt"
-    prior = GaussianChannelPrior(4)
-    with torch.no_grad():
-        prior.log_scale.fill_(0.5)
-    save_vaegan(path, model=VAEGAN(max_channels=4, channel_set=(4, 2), width=8, downsample=4), prior=prior,
-                quant_step=1.0, prior_fitted=False)
-    return path
-
-
-def _photo(width: int, height: int, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = np.stack([xx * 255 / width, yy * 255 / height, (xx + yy) * 127 / (width + height)], -1)
-    return Image.fromarray(np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8), "RGB")
+from tests.test_codecs_generative import _photo, vaegan_path  # noqa: F401 - the tiny model fixture, shared
 
 
 def test_sga_round_tends_to_rounding_and_passes_gradients():
@@ -86,7 +65,7 @@ def test_refined_files_cost_less_and_decode_like_any_other(vaegan_path):
 
 
 def test_refinement_of_raw_storage_lowers_distortion(vaegan_path):
-    image = _photo(32, 32, seed=3)
+    image = _photo(32, 32)
     plain = get_codec("vaegan", model=vaegan_path, storage="raw", refine_steps=0)
     refined = get_codec("vaegan", model=vaegan_path, storage="raw", refine_steps=30)
     refined_data = refined.encode(image)

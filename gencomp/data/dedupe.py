@@ -307,10 +307,7 @@ def _cluster(frame: pd.DataFrame, *, threshold: int, hash_kind: str, workers: in
     out["keep"] = ok & (rep == np.arange(n))
     distance = popcount64(hash_u64 ^ hash_u64[rep]).astype(np.int64)
     out["distance"] = pd.array([int(d) if good else None for d, good in zip(distance, ok)], dtype="Int64")
-    by_label = pd.Series(file_key, dtype=object).groupby(label)
-    out["cluster_key"] = by_label.transform("min").to_numpy()
-    out["cluster_size"] = by_label.transform("size").to_numpy().astype(np.int64)
-    out["cluster"] = out["cluster_key"].rank(method="dense").astype("int64") - 1
+    _set_cluster_ids(out, label, file_key)
     in_group = ok & (out["cluster_size"].to_numpy() > 1) & ~out["keep"].to_numpy()
     out["joined_to"] = np.where(in_group, sha[rep], "")
     out["join_hashes"] = np.where(in_group, hash_kind, "")
@@ -547,10 +544,7 @@ def _cluster_verified(frame: pd.DataFrame, features: pd.DataFrame, *, threshold:
     ph[ok_idx] = as_uint64(frame["phash"].to_numpy()[ok_idx].astype(np.int64))
     d_rep = popcount64(ph ^ ph[rep]).astype(np.int64)
     out["distance"] = pd.array([int(x) if g else None for x, g in zip(d_rep, ok)], dtype="Int64")
-    by_label = pd.Series(file_key, dtype=object).groupby(label)
-    out["cluster_key"] = by_label.transform("min").to_numpy()
-    out["cluster_size"] = by_label.transform("size").to_numpy().astype(np.int64)
-    out["cluster"] = out["cluster_key"].rank(method="dense").astype("int64") - 1
+    _set_cluster_ids(out, label, file_key)
 
     e_of_row = np.full(n, -1, dtype=np.int64)
     e_of_row[ok_idx] = tree[inverse]
@@ -587,3 +581,12 @@ def _cluster_verified(frame: pd.DataFrame, features: pd.DataFrame, *, threshold:
 
 def _stack(values) -> np.ndarray:
     return np.stack([np.frombuffer(v, dtype=np.uint8).reshape(THUMB_SIDE, THUMB_SIDE) for v in values])
+
+
+def _set_cluster_ids(out: pd.DataFrame, label: np.ndarray, file_key: np.ndarray) -> None:
+    """A cluster's key is its smallest file key, so ids do not depend on the order the files came in;
+    ``cluster`` numbers the keys densely, ``cluster_size`` counts the members."""
+    by_label = pd.Series(file_key, dtype=object).groupby(label)
+    out["cluster_key"] = by_label.transform("min").to_numpy()
+    out["cluster_size"] = by_label.transform("size").to_numpy().astype(np.int64)
+    out["cluster"] = out["cluster_key"].rank(method="dense").astype("int64") - 1
