@@ -130,6 +130,17 @@ def _schema_default(section: str, name: str):
     return getattr(gencomp.config, section).model_fields[name].default
 
 
+def _run_and_print(status: str, work) -> None:
+    """Run a stage's library call under a spinner and print its JSON summary; its refusals (ValueError, OSError:
+    a bad folder, a refused append) are one error line, not a traceback."""
+    try:
+        with console.status(status):
+            result = work()
+    except (ValueError, OSError) as exc:
+        fail(str(exc))
+    console.print_json(json.dumps(result, default=str))
+
+
 def _scrape_default(name: str):
     return _schema_default("ScrapeParams", name)
 
@@ -242,14 +253,9 @@ def dedupe(
     if not images_dir.is_dir():
         fail(f"{images_dir} is not a folder")
     manifest = images_dir / "manifest.parquet"
-    try:
-        with console.status("hashing and clustering..."):
-            summary = run_dedupe(images_dir, out, manifest=manifest if manifest.exists() else None,
-                                 threshold=threshold, hash_kind=hash_kind, method=method,
-                                 verify_threshold=verify_threshold, guard_threshold=guard_threshold, workers=workers)
-    except (ValueError, OSError) as exc:
-        fail(str(exc))
-    console.print_json(json.dumps(summary, default=str))
+    _run_and_print("hashing and clustering...", lambda: run_dedupe(
+        images_dir, out, manifest=manifest if manifest.exists() else None, threshold=threshold, hash_kind=hash_kind,
+        method=method, verify_threshold=verify_threshold, guard_threshold=guard_threshold, workers=workers))
 
 
 @app.command()
@@ -257,10 +263,12 @@ def shard(
     images_dir: Annotated[Path, typer.Argument(help="The folder that was deduplicated.")],
     clusters: Annotated[Path, typer.Option(help="clusters.parquet from `gencomp dedupe`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for the Parquet shards.")],
-    target_mb: Annotated[float, typer.Option(help="Target shard size in MB.")] = 64,
+    target_mb: Annotated[float, typer.Option(help="Target shard size in MB.")] = _schema_default("ShardParams",
+                                                                                                 "target_mb"),
     max_short_side: Annotated[Optional[int], typer.Option(
         help="Store every image as JPEG, upright, its short side capped at this (fast training reads).")] = None,
-    quality: Annotated[int, typer.Option(help="JPEG quality of the stored images (with --max-short-side).")] = 90,
+    quality: Annotated[int, typer.Option(help="JPEG quality of the stored images (with --max-short-side).")
+                       ] = _schema_default("ShardResize", "quality"),
 ) -> None:
     """Write the kept images as Parquet shards with a cluster-aware train/val/test split."""
     from gencomp.config import ShardParams, ShardResize
@@ -275,12 +283,8 @@ def shard(
     if not clusters.is_file():
         fail(f"{clusters} does not exist (run `gencomp dedupe` first)")
     resize = None if max_short_side is None else {"max_short_side": max_short_side, "quality": quality}
-    try:
-        with console.status("writing shards..."):
-            manifest = write_shards(clusters, images_dir, out, target_mb=target_mb, resize=resize)
-    except (ValueError, OSError) as exc:  # ShardError too: a refused append or a bad setting, not a crash
-        fail(str(exc))
-    console.print_json(json.dumps(manifest, default=str))
+    _run_and_print("writing shards...", lambda: write_shards(clusters, images_dir, out, target_mb=target_mb,
+                                                              resize=resize))
 
 
 @app.command()
