@@ -10,9 +10,11 @@ import yaml
 
 from tests.conftest import REPO
 
+# The DAG's mechanics, not the models: the tiny demo preset (params.yaml's finetune preset trains the shipped
+# architectures, tested in tests/test_train_init_from.py).
 TINY = {
-    "train_gan": {"overrides": {"steps": 30, "encoder_steps": 20}},
-    "train_vaegan": {"overrides": {"steps": 30}},
+    "train_gan": {"preset": "demo", "overrides": {"steps": 30, "encoder_steps": 20}},
+    "train_vaegan": {"preset": "demo", "overrides": {"steps": 30}},
 }
 
 

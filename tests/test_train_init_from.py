@@ -104,3 +104,14 @@ def test_shipped_models_are_found_by_name():
     assert {"gan-default", "vaegan-default"} <= set(shipped_names())
     assert resolve_init_path("vaegan-default").name == "vaegan-default.pt"
     assert load_model(resolve_init_path("vaegan-default")).kind == "vaegan"
+
+
+@pytest.mark.parametrize("kind", ["gan", "vaegan"])
+def test_the_finetune_preset_starts_from_the_shipped_model(kind, tmp_path):
+    """What `dvc repro` trains: the shipped architecture, every one of its weights taken from the shipped file."""
+    steps = {"gan": dict(steps=1, encoder_steps=1, batch_size=2), "vaegan": dict(steps=1, batch_size=2)}[kind]
+    crop = 64 if kind == "gan" else 128
+    summary = train(kind, data_dir=None, out_dir=tmp_path / kind, preset="finetune", overrides=steps,
+                    dataset=AstronautCrops(crop, count=4), progress=False)
+    done = summary["initialised_from"]
+    assert done["path"].endswith(f"{kind}-default.pt") and done["share_of_weights"] == 1.0
