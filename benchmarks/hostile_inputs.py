@@ -22,6 +22,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from fuzz_decoders import varint  # the benchmarks' own LEB128 writer, free to write what the container refuses
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,15 +75,6 @@ def _image(width: int, height: int):
     return Image.fromarray(np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8), "RGB")
 
 
-def _varint(v: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, v = v & 0x7F, v >> 7
-        out.append(byte | (0x80 if v else 0))
-        if not v:
-            return bytes(out)
-
-
 def build(tmp: Path) -> dict[str, tuple[str, Path]]:
     from PIL import Image
 
@@ -119,7 +111,7 @@ def build(tmp: Path) -> dict[str, tuple[str, Path]]:
         path = tmp / f"big-{label}.gcz"
         head = pack(codec_id=1, width=width, height=height, payload=b"", params={"q": 75})[:-5]
         size = 400 << 20
-        head += _varint(size)
+        head += varint(size)
         crc = zlib.crc32(head)
         with open(path, "wb") as f:
             f.write(head)
