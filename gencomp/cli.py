@@ -292,7 +292,7 @@ def train(
     kind: Annotated[str, typer.Argument(help="gan or vaegan.")],
     data: Annotated[Path, typer.Option(help="Shards folder (from `gencomp shard` or the shard stage).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: checkpoint.pt, model.pt, logs.")],
-    preset: Annotated[str, typer.Option(help="demo, cpu-full or gpu.")] = "demo",
+    preset: Annotated[str, typer.Option(help="finetune, demo, cpu-full or gpu.")] = "demo",
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in OUT.")] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a preset key: key=value.")] = None,
     init_from: Annotated[Optional[str], typer.Option(
