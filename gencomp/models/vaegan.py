@@ -14,6 +14,8 @@ convolutions (no checkerboard artefacts) and end in a sigmoid, so outputs are in
   channels and rearranges them into a 2x larger map (pixel shuffle, Shi et al. 2016); the last stage produces
   the 3 RGB channels directly. No convolution runs at full resolution, so decoding costs ~4x fewer multiply-adds than
   ``nearest`` at the same width (measured: see BENCHMARKS.md, codec speed).
+- ``upsample="subpixel-blur"``: the same, with ICNR initialisation and a fixed blur after every shuffle but the
+  last (:class:`ShuffleUp`), against the periodic pattern plain sub-pixel decoders leave on the latent grid.
 - ``upsample="nearest"``: nearest-neighbour upsampling then a 3x3 convolution at the new resolution, and a
   final convolution at full resolution. The constructor default, so model files written before the option
   existed (which carry no "upsample" key) load as what they are.
@@ -30,7 +32,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 DEFAULT_CHANNEL_SET = (28, 16, 8, 4, 2)
-UPSAMPLE_MODES = ("subpixel", "nearest")
+UPSAMPLE_MODES = ("subpixel", "subpixel-blur", "nearest")
 
 
 class GDN(nn.Module):
@@ -53,6 +55,44 @@ class GDN(nn.Module):
         norm = F.conv2d(x.pow(2), gamma[:, :, None, None], beta)
         norm = torch.sqrt(norm)
         return x * norm if self.inverse else x / norm
+
+
+class ShuffleUp(nn.Module):
+    """Pixel shuffle (2x), then, with ``blur``, a fixed [1, 2, 1] x [1, 2, 1] / 16 low-pass per channel.
+
+    Sub-pixel convolution computes the four output phases of every 2x2 block with four different filters; any
+    difference between them repeats with the block, a pattern with the period of the stage's grid (2, 4, 8, 16 px
+    in the image for the four stages of a /16 decoder). The blur removes the period-2 component of the shuffled
+    map and mixes neighbouring phases (Sugawara et al. 2019), ICNR initialisation (:func:`icnr_`) makes the
+    phases start equal (Aitken et al. 2017). The module holds no parameters, so a model with and one without the
+    blur have the same state_dict keys and shapes (``--init-from`` carries weights across).
+    """
+
+    def __init__(self, blur: bool):
+        super().__init__()
+        self.blur = bool(blur)
+        self.shuffle = nn.PixelShuffle(2)
+        kernel = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("kernel", (kernel[:, None] * kernel[None, :] / 16.0)[None, None], persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.shuffle(x)
+        if not self.blur:
+            return x
+        c = x.shape[1]
+        x = F.pad(x, (1, 1, 1, 1), mode="replicate")
+        return F.conv2d(x, self.kernel.to(x.dtype).expand(c, 1, 3, 3), groups=c)
+
+
+@torch.no_grad()
+def icnr_(conv: nn.Conv2d, scale: int = 2) -> None:
+    """Initialise a conv feeding a pixel shuffle so its ``scale**2`` output phases start identical (ICNR)."""
+    out_channels = conv.out_channels // (scale * scale)
+    base = torch.empty(out_channels, conv.in_channels, *conv.kernel_size)
+    nn.init.kaiming_uniform_(base, a=math.sqrt(5))  # what nn.Conv2d uses
+    conv.weight.copy_(base.repeat_interleave(scale * scale, dim=0))
+    if conv.bias is not None:
+        conv.bias.copy_(conv.bias.view(out_channels, scale * scale)[:, :1].expand(-1, scale * scale).reshape(-1))
 
 
 class ResBlock(nn.Module):
@@ -107,14 +147,16 @@ class VAEGAN(nn.Module):
 
         dec: list[nn.Module] = [nn.Conv2d(self.max_channels, self.width, 3, padding=1), ResBlock(self.width),
                                 ResBlock(self.width)]
-        if upsample == "subpixel":
+        if upsample in ("subpixel", "subpixel-blur"):
             for stage in range(stages):
-                c_out = 3 if stage == stages - 1 else self.width
-                dec += [
-                    GDN(self.width, inverse=True),
-                    nn.Conv2d(self.width, 4 * c_out, 3, padding=1),
-                    nn.PixelShuffle(2),
-                ]
+                last = stage == stages - 1
+                c_out = 3 if last else self.width
+                conv = nn.Conv2d(self.width, 4 * c_out, 3, padding=1)
+                if upsample == "subpixel-blur":
+                    icnr_(conv)
+                # the last stage is not blurred: it would low-pass the image itself (half the response at a
+                # quarter of the sampling rate); its 2-px period is below what the eye sees at viewing size
+                dec += [GDN(self.width, inverse=True), conv, ShuffleUp(blur=upsample == "subpixel-blur" and not last)]
         else:
             for _ in range(stages):
                 dec += [

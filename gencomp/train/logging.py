@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from gencomp.atomic import write_bytes_atomic
 
 METRICS_NAME = "metrics.jsonl"
 VAL_NAME = "val.jsonl"
+SAMPLES_NAME = "samples.png"
 
 
 def image_grid(images: torch.Tensor, *, columns: int = 8) -> Image.Image:
@@ -107,10 +109,18 @@ class TrainLogger:
         self._metrics_fh = metrics.open("a")
         self._val_path = val
 
-        live_class = _live_class(inside_dvc=_inside_dvc_project(Path.cwd()))
-        self._live = live_class(dir=str(self.out_dir / "dvclive"), resume=resume_step is not None,
-                                save_dvc_exp=False, dvcyaml=None)
-        self._live.log_params({k: v for k, v in params.items() if isinstance(v, (int, float, str, bool))})
+        try:
+            live_class = _live_class(inside_dvc=_inside_dvc_project(Path.cwd()))
+        except ImportError as exc:
+            # a bare training machine (a lent GPU box, say) may lack dvclive and its DVC dependencies: the
+            # jsonl files and the sample grid are the record there, and nothing else is lost
+            print(f"note: dvclive is not importable ({exc}); logging to {METRICS_NAME}, {VAL_NAME} and "
+                  f"{SAMPLES_NAME} only", file=sys.stderr)
+            live_class = None
+        if live_class is not None:
+            self._live = live_class(dir=str(self.out_dir / "dvclive"), resume=resume_step is not None,
+                                    save_dvc_exp=False, dvcyaml=None)
+            self._live.log_params({k: v for k, v in params.items() if isinstance(v, (int, float, str, bool))})
         if progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -130,7 +140,7 @@ class TrainLogger:
         record = {"step": step, "epoch": epoch, "phase": phase, **losses}
         self._metrics_fh.write(json.dumps(record) + "\n")
         self._metrics_fh.flush()
-        if step % self.log_every == 0:
+        if step % self.log_every == 0 and self._live is not None:
             self._live.step = step
             for name, value in losses.items():
                 self._live.log_metric(f"train/{name}", value)
@@ -146,11 +156,15 @@ class TrainLogger:
             return
         with self._val_path.open("a") as fh:
             fh.write(json.dumps({"step": step, **metrics}) + "\n")
+        if self._live is None:
+            if samples is not None:
+                samples.save(self.out_dir / SAMPLES_NAME)
+            return
         self._live.step = step
         for name, value in metrics.items():
             self._live.log_metric(f"val/{name}", value)
         if samples is not None:
-            self._live.log_image("samples.png", samples)
+            self._live.log_image(SAMPLES_NAME, samples)
         self._live.next_step()
 
     def close(self) -> None:

@@ -272,7 +272,7 @@ _CHOICES = {
     "amp": ("auto", "off"),
     "channels_last": ("auto", "off"),
     "recon_loss": ("mse", "l1"),
-    "upsample": ("subpixel", "nearest"),
+    "upsample": ("subpixel", "subpixel-blur", "nearest"),
     "g_norm": ("batch", "pixel"),
 }
 

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# One command for a lent GPU: train the models worth shipping, side by side, under a wall-clock budget, check them
+# on held-out images there, and bring back half-precision model files ready for gencomp/assets.
+#
+#     bash benchmarks/gpu_train_ship.sh SHARDS_ROOT OUT_DIR
+#
+# SHARDS_ROOT holds one shard set per domain (`gencomp domains`, params.yaml `domains`): photos/, faces/,
+# aerial/ (missing ones are skipped). Six runs share the GPU at once (small models leave an H200 mostly idle, so
+# running them together costs each little):
+#   vaegan-photos        the shipped VAE-GAN's architecture with the blurred sub-pixel decoder, started from
+#                        the shipped weights (--init-from vaegan-default), 256-px crops
+#   vaegan-photos-w96    a wider one (width 96) from scratch, the same recipe otherwise
+#   vaegan-faces, vaegan-aerial   the first one's recipe on each domain at its native 128 px, from the shipped weights
+#   gan-faces, gan-aerial          a GAN per domain at 128 px, one tile per image (the poster's setting)
+# Each run has two phases. Phase 1 (PHASE1_S seconds) trains at the full learning rate with no end in sight; phase 2
+# resumes with `steps` set so that the cosine schedule ends about PHASE2_S seconds later, at the speed phase 1
+# measured (for the GANs, phase 2 trains the inversion encoder against the frozen generator). Wall time is about
+# PHASE1_S + PHASE2_S + 80 s of start-up and validation, then the check (benchmarks/gpu_check.py, ~1 min).
+# OUT_DIR receives the half-precision model files (<run>.pt), check.json and logs.tar.gz; the runs themselves
+# (checkpoints included) stay in WORK_DIR (default OUT_DIR/work).
+#
+# Environment: PYTHON (python3); PHASE1_S, PHASE2_S (270, 90); WORKERS (loader workers per run, 2);
+# JOBS (names of the runs to do, e.g. "gan-faces vaegan-photos"; all by default); EXTRA_VAEGAN, EXTRA_GAN: more `--set key=value` words for every run of that kind (tiny models to try the
+# script on a CPU first). Every step runs under `timeout` and failures do not stop the others.
+set -u
+ROOT=$1
+OUT=$2
+PY=${PYTHON:-python3}
+P1=${PHASE1_S:-270}
+P2=${PHASE2_S:-90}
+WORKERS=${WORKERS:-2}
+EXTRA_VAEGAN=${EXTRA_VAEGAN:-}
+EXTRA_GAN=${EXTRA_GAN:-}
+WORK=${WORK_DIR:-$OUT/work}  # runs, checkpoints and logs; OUT gets only what ships (a lent GPU returns 8 files)
+RUNS=$WORK/runs
+LOG=$WORK/log.txt
+mkdir -p "$RUNS" "$OUT"
+export PYTHONUNBUFFERED=1
+
+stamp() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$LOG"; }
+field() { $PY -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
+# steps per second over the phase just run (its start-up included: a conservative estimate)
+rate() { $PY -c "import json,sys; s=json.load(open(sys.argv[1])); print(s['steps_run'] / max(s['elapsed_s'], 1e-9))" "$1"; }
+
+if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$WORK/gpu.txt"
+    nvidia-smi dmon -s um -d 5 -o T >"$WORK/dmon.txt" 2>&1 &
+    DMON=$!
+    trap 'kill $DMON 2>/dev/null' EXIT
+fi
+$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())" \
+    | tee -a "$LOG"
+
+COMMON=(--preset gpu --set compile=false --set "num_workers=$WORKERS" --set val_every=1000000000
+        --set checkpoint_every=1000000000)
+# the shipped VAE-GAN's rate point (rate_lambda 0.004), no adversarial term (its target is fidelity), blurred decoder
+VAEGAN_RECIPE=(--set rate_lambda=0.004 --set msssim_weight=0.0 --set adv_start=1000000000 --set upsample=subpixel-blur
+               --set d_width=32 --set kl_weight=0.0001)
+GAN_RECIPE=(--set tile=128 --set g_width=24 --set d_width=24 --set e_width=24 --set batch_size=64
+            --set crops_per_image=1 --set downscale_to=128)
+
+train() {  # train LOGNAME SECONDS KIND RUN_DIR ARGS...
+    local name=$1 seconds=$2 kind=$3 dir=$4
+    shift 4
+    stamp "begin $name"
+    # shellcheck disable=SC2086  # EXTRA_* are lists of words
+    timeout $((seconds + 150)) $PY -m gencomp.cli train "$kind" --out "$dir" "${COMMON[@]}" \
+        --set "max_time_s=$seconds" "$@" >"$WORK/$name.txt" 2>&1
+    stamp "end $name (exit $?)"
+    tail -3 "$WORK/$name.txt" >>"$LOG"
+}
+
+vaegan_job() {  # vaegan_job NAME DATA ARGS...
+    local name=$1 data=$2 reached steps
+    shift 2
+    [ -d "$data" ] || { stamp "skip $name: no $data"; return; }
+    # shellcheck disable=SC2086
+    train "$name-1" "$P1" vaegan "$RUNS/$name" --data "$data" "${VAEGAN_RECIPE[@]}" "$@" --set steps=100000000 \
+        $EXTRA_VAEGAN
+    [ -f "$RUNS/$name/train_summary.json" ] || return
+    reached=$(field "$RUNS/$name/train_summary.json" step)
+    steps=$($PY -c "print(int($reached + 0.9 * $P2 * $(rate "$RUNS/$name/train_summary.json")) + 1)")
+    # shellcheck disable=SC2086
+    train "$name-2" "$P2" vaegan "$RUNS/$name" --data "$data" --resume "${VAEGAN_RECIPE[@]}" "$@" \
+        --set "steps=$steps" $EXTRA_VAEGAN
+}
+
+gan_job() {  # gan_job NAME DATA ARGS...
+    local name=$1 data=$2 reached encoder_steps
+    shift 2
+    [ -d "$data" ] || { stamp "skip $name: no $data"; return; }
+    # shellcheck disable=SC2086
+    train "$name-1" "$P1" gan "$RUNS/$name" --data "$data" "${GAN_RECIPE[@]}" "$@" --set steps=100000000 \
+        --set encoder_steps=0 $EXTRA_GAN
+    [ -f "$RUNS/$name/train_summary.json" ] || return
+    reached=$(field "$RUNS/$name/train_summary.json" step)
+    # an encoder step costs about half an adversarial one (no discriminator); max_time_s stops it in any case
+    encoder_steps=$($PY -c "print(int(1.8 * $P2 * $(rate "$RUNS/$name/train_summary.json")) + 1)")
+    # shellcheck disable=SC2086
+    train "$name-2" "$P2" gan "$RUNS/$name" --data "$data" --resume "${GAN_RECIPE[@]}" "$@" \
+        --set "steps=$reached" --set "encoder_steps=$encoder_steps" $EXTRA_GAN
+}
+
+wanted() { [ -z "${JOBS:-}" ] || [[ " $JOBS " == *" $1 "* ]]; }
+
+wanted vaegan-photos && vaegan_job vaegan-photos "$ROOT/photos" --init-from vaegan-default --set width=64 --set crop=256 \
+    --set batch_size=16 --set lr=1e-4 --set warmup_steps=100 &
+wanted vaegan-photos-w96 && vaegan_job vaegan-photos-w96 "$ROOT/photos" --set width=96 --set crop=256 --set batch_size=16 --set lr=3e-4 \
+    --set warmup_steps=500 &
+wanted vaegan-faces && vaegan_job vaegan-faces "$ROOT/faces" --init-from vaegan-default --set width=64 --set crop=128 --set batch_size=32 \
+    --set crops_per_image=1 --set downscale_to=128 --set lr=1e-4 --set warmup_steps=100 &
+wanted vaegan-aerial && vaegan_job vaegan-aerial "$ROOT/aerial" --init-from vaegan-default --set width=64 --set crop=128 --set batch_size=32 \
+    --set crops_per_image=1 --set downscale_to=128 --set lr=1e-4 --set warmup_steps=100 &
+wanted gan-faces && gan_job gan-faces "$ROOT/faces" &
+wanted gan-aerial && gan_job gan-aerial "$ROOT/aerial" &
+wait
+stamp "training done"
+
+timeout 150 $PY benchmarks/gpu_check.py "$RUNS" "$ROOT" "$OUT" >"$WORK/check.txt" 2>&1
+stamp "check done (exit $?)"
+tail -40 "$WORK/check.txt" | tee -a "$LOG"
+stamp "all done"
+# logs, summaries and metrics in one archive beside the model files and check.json
+tar -czf "$OUT/logs.tar.gz" -C "$WORK" --exclude='*.pt' --exclude='dvclive' . 2>/dev/null
