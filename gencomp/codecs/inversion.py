@@ -1,10 +1,20 @@
 """Approach 1, "gan-inversion": store, per image tile, the GAN latent ``z`` whose ``G(z)`` best matches it.
 
 Encoding cuts the image into ``tile`` x ``tile`` tiles (reflection padding, see ``tiling.py``), starts each
-``z`` at the inversion encoder's guess (or a seeded N(0, 1) draw), and runs Adam on the per-tile MSE for
-``steps`` steps with all tiles of the image in one batch. Each further restart starts from a fresh seeded
-N(0, 1) draw; every tile keeps the best latent seen in any restart, judged *after* the storage
-quantization below, so the choice is made on exactly what the decoder will see.
+``z`` at the inversion encoder's guess (or a seeded N(0, 1) draw), and runs Adam for ``steps`` steps with all
+tiles of the image in one batch. Each further restart starts from a fresh seeded N(0, 1) draw; the best latents
+seen in any restart are kept, judged *after* the storage quantization below, so the choice is made on exactly
+what the decoder will see.
+
+Tiles overlap their neighbours by ``overlap`` px (default: an eighth of the tile, 8 px for the shipped 64-px
+GAN) and the decoder blends them with raised-cosine weights that sum to 1 (``tiling.blend_tiles``), so where
+tiles meet one fades into the next instead of stepping: edge-to-edge tiles leave visible seams on the tile grid
+(3 grey levels on Kodak, ``gencomp.grid_artifacts``). The search then minimises the squared error of the
+*blend* against the image, all tiles together, so neighbours are pulled to agree where they overlap; restarts
+keep the best whole set. With ``overlap=0`` each tile minimises its own MSE and keeps its own best latent, as
+before overlap existed, and the file is byte for byte what it was (no ``o`` in the header). An image that fits
+in one tile (a 128x128 face on a 128-px domain GAN) has nothing to blend with and is always coded edge to edge.
+Overlap costs rate: a 768x512 image takes 9 x 14 = 126 tiles at 8 px instead of 8 x 12 = 96.
 
 Storage of z (``bits`` and ``entropy``), all inside the ``.gcz`` payload:
 
@@ -21,10 +31,12 @@ Storage of z (``bits`` and ``entropy``), all inside the ``.gcz`` payload:
   fixed 6-bit codes), and each value past the coded range costs an escape. Files without m and s (written
   before) decode under N(0, 1).
 
-Decoding first checks that the payload's length fits the tile count the header's size implies (exactly for
-fixed-length storage; for entropy-coded z, at least the bits the Gaussian makes any value cost), then runs
-``G(z)`` on a few tiles at a time (``_DECODE_CHUNK``) straight into the 8-bit output, and crops. The header
-records bits, entropy mode and clip; the model is identified by its fingerprint. Deterministic on CPU for a given seed. With ``device=cuda`` the
+Decoding first checks that the payload's length fits the tile count the header's size and overlap imply
+(exactly for fixed-length storage; for entropy-coded z, at least the bits the Gaussian makes any value cost),
+then runs ``G(z)`` on a few tiles at a time (``_DECODE_CHUNK``) straight into the 8-bit output (blended tiles:
+through a float strip one tile high, ``tiling.blend_rows``), and crops. The header records bits, entropy mode
+and clip, and the overlap ``o`` when it is not 0 (files without it, all written before it existed, are edge to
+edge); the model is identified by its fingerprint. Deterministic on CPU for a given seed. With ``device=cuda`` the
 search runs on the GPU (random starts are still drawn on the CPU, so seeds mean the same); its latents can
 differ from the CPU's in the last bits, and any file decodes on either device.
 """
