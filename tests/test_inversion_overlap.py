@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,22 @@ def test_blend_rows_yields_finished_rows_top_down():
     np.testing.assert_allclose(np.concatenate([rows for _, rows in pieces]), image, atol=1e-6)
     with pytest.raises(ValueError, match="got 31 tiles"):
         list(blend_rows(iter(tiles[:-1]), grid))
+
+
+def test_blending_holds_one_strip_not_every_tile():
+    """What a decoder allocates for blending grows with the image's width, not with the tile count (a file of
+    1-bit latents declaring a long, thin image must not cost a tile's worth of floats per few bytes of payload)."""
+    grid = TileGrid(8, 4000, TILE, overlap=4)  # one row of 999 tiles
+    tile = np.ones((TILE, TILE, 3), dtype=np.float32)
+    strip = 8 * 4000 * 3 * 4  # one float32 strip, the image's height here
+    tracemalloc.start()
+    try:
+        extremes = [(rows.min(), rows.max()) for _, rows in blend_rows((tile for _ in range(grid.count)), grid)]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2.5 * strip  # the strip and the finished rows' copy; all weights at once would be 2.5 more
+    np.testing.assert_allclose(extremes, 1.0, atol=1e-6)
 
 
 # -- the file format -----------------------------------------------------------------------------------------

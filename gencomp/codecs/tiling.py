@@ -128,7 +128,7 @@ def _check_tiles(tiles: np.ndarray, grid: TileGrid) -> None:
 
 
 def _profiles(grid: TileGrid, n: int) -> np.ndarray:
-    """``(n, tile)`` float64 weights along one axis for tiles 0..n-1: a raised-cosine ramp up over the band shared
+    """``(n, tile)`` float32 weights along one axis for tiles 0..n-1: a raised-cosine ramp up over the band shared
     with the previous tile, down over the band shared with the next (``1 - up``, so each pair sums to 1)."""
     profiles = np.ones((n, grid.tile))
     o = grid.overlap
@@ -136,45 +136,45 @@ def _profiles(grid: TileGrid, n: int) -> np.ndarray:
         up = np.sin(0.5 * np.pi * (np.arange(o) + 0.5) / o) ** 2
         profiles[1:, :o] = up
         profiles[:-1, grid.tile - o :] = 1.0 - up
-    return profiles
+    return profiles.astype(np.float32)
 
 
 def blend_weights(grid: TileGrid) -> np.ndarray:
-    """``(count, tile, tile)`` float32 weights of the tiles in row-major order; placed at their tiles, they sum
-    to 1 at every pixel of the padded image."""
+    """``(count, tile, tile)`` float32 weights of the tiles in row-major order (the outer product of a row's and
+    a column's profile); placed at their tiles, they sum to 1 at every pixel of the padded image."""
     rows, cols = _profiles(grid, grid.rows), _profiles(grid, grid.cols)
-    weights = rows[:, None, :, None] * cols[None, :, None, :]
-    return weights.reshape(grid.count, grid.tile, grid.tile).astype(np.float32)
+    return (rows[:, None, :, None] * cols[None, :, None, :]).reshape(grid.count, grid.tile, grid.tile)
 
 
 def blend_rows(tiles: Iterable[np.ndarray], grid: TileGrid) -> Iterator[tuple[int, np.ndarray]]:
     """Blend ``(tile, tile, C)`` tiles, given one at a time in row-major order, into the ``(H, W, C)`` image.
 
-    Yields ``(top, rows)``: finished float32 image rows from row ``top`` on, cropped to the image, as soon as
-    no later tile touches them. Holds one strip of ``tile`` image rows, so memory does not grow with the height.
+    Yields ``(top, rows)``: finished float32 image rows from row ``top`` on, as soon as no later tile touches
+    them. Holds one float32 strip of at most ``tile`` x ``W`` pixels and computes each tile's weights when it
+    comes, so memory is a few times the 8-bit image's at most, whatever the tile count (decoders rely on it).
     """
-    weights = blend_weights(grid)
+    row_profiles, col_profiles = _profiles(grid, grid.rows), _profiles(grid, grid.cols)
     t, s, o = grid.tile, grid.stride, grid.overlap
-    strip: np.ndarray | None = None
+    strip: np.ndarray | None = None  # image rows row * s .. row * s + tile of the current tile row, cropped
     index = -1
     for index, tile in enumerate(tiles):
         if index >= grid.count:
             raise ValueError(f"more than the {grid.count} tiles of {grid}")
         row, col = divmod(index, grid.cols)
         if strip is None:
-            strip = np.zeros((t, grid.padded_width, tile.shape[2]), dtype=np.float32)
+            strip = np.zeros((min(t, grid.height), grid.width, tile.shape[2]), dtype=np.float32)
         elif col == 0:  # a new tile row starts `stride` rows lower: the strip's first `stride` rows are done
-            top = (row - 1) * s
-            if top < grid.height:
-                yield top, strip[: min(s, grid.height - top), : grid.width].copy()
+            yield (row - 1) * s, strip[:s].copy()  # (more than one tile row: the strip is `tile` rows high)
             strip[:o] = strip[s:]
             strip[o:] = 0.0
-        strip[:, col * s : col * s + t] += weights[index][:, :, None] * tile
+        x = col * s  # < width: every tile starts inside the image
+        h, w = strip.shape[0], min(t, grid.width - x)
+        weights = row_profiles[row, :h, None] * col_profiles[col, None, :w]
+        strip[:, x : x + w] += weights[:, :, None] * tile[:h, :w]
     if index + 1 != grid.count:
         raise ValueError(f"got {index + 1} tiles, {grid} has {grid.count}")
     top = (grid.rows - 1) * s
-    if top < grid.height:
-        yield top, strip[: grid.height - top, : grid.width].copy()
+    yield top, strip[: grid.height - top].copy()
 
 
 def blend_tiles(tiles: np.ndarray, grid: TileGrid) -> np.ndarray:
