@@ -202,6 +202,15 @@ def test_a_header_with_a_bad_overlap_is_refused(gan_path):
             decode_file(_repack(data, params=changed), model=gan_path)
 
 
+def test_an_overlapped_file_declaring_a_larger_image_is_refused_before_decoding(gan_path):
+    for bits, entropy in ((1, "none"), (6, "gaussian")):
+        data = get_codec("gan-inversion", model=gan_path, steps=1, bits=bits, entropy=entropy).encode(_photo(24, 16))
+        assert unpack(data).params["o"] == 1  # the default: an eighth of the 8-px tile
+        for size in ({"width": 4000, "height": 4000}, {"width": 4000, "height": 1}):
+            with pytest.raises(CorruptPayload, match="latents"):
+                decode_file(_repack(data, **size), model=gan_path)
+
+
 def test_overlap_setting_is_validated(gan_path):
     with pytest.raises(ValueError, match="overlap must be >= 0"):
         get_codec("gan-inversion", model=gan_path, overlap=-1)
