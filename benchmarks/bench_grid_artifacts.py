@@ -10,8 +10,9 @@ latent grid; the GAN's 64-px tiles; WebP's and AVIF's blocks). Printed per codec
 largest ``pattern`` (grey levels, chance removed) over the images. The generative codecs use the shipped
 models unless $GENCOMP_VAEGAN_MODEL / $GENCOMP_GAN_MODEL say otherwise.
 
-GAN inversion is then run once per ``--gan-overlaps`` value (px shared by neighbouring tiles, blended), and a
-second table compares them per image set: the pattern on the tile grid (``tile`` px) and on the grid the tiles
+GAN inversion is then run once per ``--gan-overlaps`` value (px shared by neighbouring tiles, blended; ``8:6``
+is 8 px with 6-bit latents, else float32: overlap costs latents, fewer bits pay for them), and a second table
+compares them per image set: the pattern on the tile grid (``tile`` px) and on the grid the tiles
 actually sit on (``tile - overlap`` px: where blended tiles would leave any seam), a control (the mean pattern
 on periods 45, 53 and 59 px, odd and unrelated to any grid: what content leaves at this image size), PSNR, bits
 per pixel and compression ratio (24 / bpp, header included) and encode seconds.
@@ -47,8 +48,8 @@ def _psnr(original, decoded) -> float:
     return float(10 * np.log10(255.0**2 / mse)) if mse > 0 else float("inf")
 
 
-def _gan_overlap_row(images, steps: int, overlap: int) -> dict[str, float]:
-    codec = get_codec("gan-inversion", steps=steps, overlap=overlap)
+def _gan_overlap_row(images, steps: int, overlap: int, bits: int) -> dict[str, float]:
+    codec = get_codec("gan-inversion", steps=steps, overlap=overlap, bits=bits)
     tile = codec.loaded.generator.tile
     found: dict[str, list[float]] = {"tile": [], "stride": [], "control": [], "psnr": [], "bpp": [], "encode_s": []}
     for image in images:
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crop", type=int, default=512)
     ap.add_argument("--periods", type=int, nargs="+", default=[2, 4, 16, 64])
     ap.add_argument("--gan-steps", type=int, default=10, help="gan-inversion search steps (0: leave it out)")
-    ap.add_argument("--gan-overlaps", type=int, nargs="+", default=[0], help="gan-inversion tile overlaps to compare")
+    ap.add_argument("--gan-overlaps", nargs="+", default=["0"],
+                    help="gan-inversion tile overlaps to compare, px or px:bits (default bits: 32)")
     ap.add_argument("--only-gan", action="store_true", help="leave out the classical and VAE-GAN codecs")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
@@ -102,14 +104,15 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = found
         cells = "  ".join(f"{p:>2} px: {np.mean(v):.2f} (max {np.max(v):.2f})" for p, v in found.items())
         print(f"{name:34s} {cells}", flush=True)
-    overlaps: dict[int, dict[str, float]] = {}
+    overlaps: dict[str, dict[str, float]] = {}
     if args.gan_steps:
         print(f"gan-inversion, {args.gan_steps} steps, {len(images)} images: means (pattern in grey levels)")
-        print(f"{'overlap':>7} {'tile':>5} {'stride':>6} {'(max)':>6} {'control':>7} {'PSNR':>6} {'bpp':>6} "
+        print(f"{'overlap':>7} {'bits':>4} {'tile':>5} {'stride':>6} {'(max)':>6} {'control':>7} {'PSNR':>6} {'bpp':>6} "
               f"{'CR':>6} {'enc s':>6}")
-        for overlap in args.gan_overlaps:
-            row = overlaps[overlap] = _gan_overlap_row(images, args.gan_steps, overlap)
-            print(f"{overlap:>7} {row['tile']:5.2f} {row['stride']:6.2f} {row['max_stride']:6.2f} {row['control']:7.2f} "
+        for spec in args.gan_overlaps:
+            overlap, _, bits = spec.partition(":")
+            row = overlaps[spec] = _gan_overlap_row(images, args.gan_steps, int(overlap), int(bits or 32))
+            print(f"{overlap:>7} {bits or 32:>4} {row['tile']:5.2f} {row['stride']:6.2f} {row['max_stride']:6.2f} {row['control']:7.2f} "
                   f"{row['psnr']:6.2f} {row['bpp']:6.3f} {row['cr']:6.1f} {row['encode_s']:6.1f}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"images": [p.name for p in paths[: args.max_images]], "crop": args.crop,
