@@ -28,9 +28,12 @@ GOLDEN = {
     "vaegan-c4-entropy.gcz": ("vaegan", {"channels": 4, "refine_steps": 0}, "vaegan"),
     "vaegan-c2-entropy-q2.gcz": ("vaegan", {"channels": 2, "quant_scale": 2.0, "refine_steps": 0}, "vaegan"),
     "vaegan-c4-raw16.gcz": ("vaegan", {"channels": 4, "storage": "raw", "raw_bits": 16, "refine_steps": 0}, "vaegan"),
-    "gan-inversion-float32.gcz": ("gan-inversion", {"steps": 3}, "gan"),
-    "gan-inversion-8bit.gcz": ("gan-inversion", {"steps": 3, "bits": 8}, "gan"),
-    "gan-inversion-entropy.gcz": ("gan-inversion", {"steps": 3, "bits": 8, "entropy": "gaussian"}, "gan"),
+    # written before tiles could overlap: edge to edge, which is no longer the default
+    "gan-inversion-float32.gcz": ("gan-inversion", {"steps": 3, "overlap": 0}, "gan"),
+    "gan-inversion-8bit.gcz": ("gan-inversion", {"steps": 3, "bits": 8, "overlap": 0}, "gan"),
+    "gan-inversion-entropy.gcz": ("gan-inversion", {"steps": 3, "bits": 8, "entropy": "gaussian", "overlap": 0}, "gan"),
+    # the default: overlapping tiles, blended (4 px of the tiny model's 32-px tiles)
+    "gan-inversion-overlap-8bit.gcz": ("gan-inversion", {"steps": 3, "bits": 8}, "gan"),
 }
 
 

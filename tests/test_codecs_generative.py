@@ -103,7 +103,7 @@ def test_tile_order_is_row_major():
 
 def test_float_latents_decode_exactly_as_the_generator(gan_path):
     image = _photo(20, 12)  # 3 x 2 tiles, padded
-    codec = get_codec("gan-inversion", model=gan_path, steps=3)
+    codec = get_codec("gan-inversion", model=gan_path, steps=3, overlap=0)  # blended tiles: test_inversion_overlap
     data = codec.encode(image)
     container = unpack(data)
     assert len(container.payload) == 6 * LATENT * 4
@@ -118,7 +118,8 @@ def test_float_latents_decode_exactly_as_the_generator(gan_path):
 
 @pytest.mark.parametrize("bits,entropy,expected_len", [(16, "none", 4 * LATENT * 2), (5, "none", 4 * LATENT * 5 // 8)])
 def test_payload_sizes(gan_path, bits, entropy, expected_len):
-    data = get_codec("gan-inversion", model=gan_path, steps=0, bits=bits, entropy=entropy).encode(_photo(16, 16))
+    data = get_codec("gan-inversion", model=gan_path, steps=0, bits=bits, entropy=entropy, overlap=0).encode(
+        _photo(16, 16))
     assert len(unpack(data).payload) == expected_len
 
 
@@ -126,7 +127,8 @@ def test_search_reduces_error_and_restarts_never_hurt(gan_path):
     image, _ = _generated(gan_path, 2, 2)
     errors = {}
     for steps, restarts in [(0, 1), (40, 1), (40, 3)]:
-        codec = get_codec("gan-inversion", model=gan_path, steps=steps, restarts=restarts, lr=0.05, init="random")
+        codec = get_codec("gan-inversion", model=gan_path, steps=steps, restarts=restarts, lr=0.05, init="random",
+                          overlap=0)  # the image is made of edge-to-edge tiles
         errors[steps, restarts] = _mse(codec.decode(codec.encode(image)), image)
     assert errors[40, 1] < 0.5 * errors[0, 1]
     assert errors[40, 3] <= errors[40, 1] + 1e-9
