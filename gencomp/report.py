@@ -38,7 +38,7 @@ from gencomp.samples import ORIGINAL_SAMPLE_NAME, safe_name, sample_folder, slug
 
 POSTER_TABLES = ("table1", "table2")
 UNKNOWN_DOMAIN = "unknown"  # the training domain gencomp.models.zoo.model_domain gives a model without metadata
-# Test sets whose name is not their domain; any other data set's domain is its name (faces, aerial, textures).
+# Test sets whose name is not their domain; any other data set's domain is its name (faces, aerial, ...).
 DATASET_DOMAINS = {"kodak": "photos"}
 DEFAULT_ANCHORS = ("jpeg", "webp", "avif")
 CLASSICAL_CODECS = frozenset({"jpeg", "webp", "avif", "jxl", "png", "bpg"})
@@ -419,7 +419,8 @@ def cross_domain_png(cross: pd.DataFrame) -> bytes:
     return _png_bytes(figure)
 
 
-def in_domain_table1(frame: pd.DataFrame, dataset_domains: Mapping[str, str]) -> dict[str, tuple[list[list[str]], int, bool]]:
+def in_domain_table1(frame: pd.DataFrame,
+                     dataset_domains: Mapping[str, str]) -> dict[str, tuple[list[list[str]], int, bool]]:
     """The poster's Table 1 within each domain a GAN was trained on and tested on: the gan-inversion cells whose
     model's domain is that test domain, then JPEG at quality 1, all on the same images (those on which every one
     of these cells succeeded). {domain: (rows, number of images, whether a JPEG quality-1 cell was there)}."""

@@ -194,3 +194,13 @@ def test_cli_refuses_an_unknown_model_name_listing_the_zoo(assets, tmp_path):
                                  "--init-from", "vaegan-faces"])
     assert result.exit_code == 2 and "needs a 'gan' model" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_a_grid_naming_a_zoo_model_not_installed_is_refused_by_its_key(assets, tmp_path):
+    from gencomp.config import ParamsError, load_grid
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("- {codec: vaegan, settings: {model: vaegan-faces, channels: 8}}\n"
+                    "- {codec: gan-inversion, settings: {model: gan-faces, bits: 8}}\n")
+    with pytest.raises(ParamsError, match=r"grid\[1\].*'gan-faces' is in the zoo but not installed"):
+        load_grid(grid)

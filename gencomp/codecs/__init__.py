@@ -83,7 +83,8 @@ def _model_matching(kind: str, fingerprint: bytes) -> str | os.PathLike | None:
 
     def sidecar_matches(model) -> bool:  # no loading of every installed model: its sidecar's fingerprint first
         try:
-            return model.kind == kind and bool(model.fingerprint) and fingerprint_bytes(model.fingerprint) == fingerprint
+            return (model.kind == kind and bool(model.fingerprint)
+                    and fingerprint_bytes(model.fingerprint) == fingerprint)
         except ValueError:  # a malformed sidecar fingerprint: not this file's model
             return False
 

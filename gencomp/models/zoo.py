@@ -57,11 +57,13 @@ class ZooEntry:
 
 ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("gan-default", "gan", "photos", PHOTO_TERMS, "GAN + inversion encoder, general photos (approach 1)"),
-    ZooEntry("vaegan-default", "vaegan", "photos", PHOTO_TERMS, "switchable-channel VAE-GAN, general photos (approach 2)"),
+    ZooEntry("vaegan-default", "vaegan", "photos", PHOTO_TERMS,
+             "switchable-channel VAE-GAN, general photos (approach 2)"),
     ZooEntry("gan-faces", "gan", "faces", FACES_TERMS, "GAN + inversion encoder, CelebA faces at 128 px"),
     ZooEntry("vaegan-faces", "vaegan", "faces", FACES_TERMS, "switchable-channel VAE-GAN, CelebA faces at 128 px"),
     ZooEntry("gan-aerial", "gan", "aerial", AERIAL_TERMS, "GAN + inversion encoder, AID aerial tiles at 128 px"),
-    ZooEntry("vaegan-aerial", "vaegan", "aerial", AERIAL_TERMS, "switchable-channel VAE-GAN, AID aerial tiles at 128 px"),
+    ZooEntry("vaegan-aerial", "vaegan", "aerial", AERIAL_TERMS,
+             "switchable-channel VAE-GAN, AID aerial tiles at 128 px"),
 )  # fmt: skip
 
 
@@ -254,7 +256,12 @@ def resolve_model(value: str | os.PathLike, *, kind: str | None = None, what: st
     path = Path(value).expanduser()
     if path.is_file():
         return path
-    reason = "is a folder, not a model file" if path.is_dir() else "is neither a model file nor a model of the zoo"
+    if path.is_dir():
+        reason = "is a folder, not a model file"
+    elif path.suffix or len(path.parts) > 1:  # meant as a path
+        reason = "names no file: model file not found"
+    else:
+        reason = "is neither a model file nor a model of the zoo"
     raise ModelNotFound(f"{what} {str(value)!r} {reason} (train one, or name a zoo model: {_zoo_listing()})")
 
 

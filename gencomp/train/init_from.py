@@ -3,8 +3,8 @@
 A checkpoint resumes *one* run (same settings, optimiser state, data position). ``init_from`` is for the other
 case: a new run -- another preset, another corpus, another machine, a wider or changed architecture -- that
 should start from weights already trained rather than from random ones. It reads an inference model file
-(``model.pt`` of an earlier run, or a zoo model by name, e.g. ``vaegan-default``; see ``gencomp models``) and copies every tensor
-whose name and shape match into the new run's modules; the rest keep their fresh initialisation and are listed
+(``model.pt`` of an earlier run, or a zoo model by name, e.g. ``vaegan-default``; see ``gencomp models``) and
+copies every tensor whose name and shape match into the new run's modules; the rest keep their fresh initialisation and are listed
 in the run's summary, so a changed architecture reuses what still fits. Optimisers, the step and the
 learning-rate schedule start afresh. A file of the other model kind is refused, and so is one of which less than
 ``MIN_SHARE`` of the run's weights fit (a few biases that happen to match are a mistake, not a start).
