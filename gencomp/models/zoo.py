@@ -3,7 +3,8 @@
 Each row names a model, its kind (``gan`` for approach 1, ``vaegan`` for approach 2), the domain of its training
 data and the terms of use that data imposes. Per-model facts -- size, fingerprint, training-data hash, in-domain
 validation numbers, and ``domain`` / ``terms`` where it states them -- come from the model's sidecar
-``<name>.json`` beside ``<name>.pt``; the row's domain and terms are used only where the sidecar lacks them.
+``<name>.json`` beside ``<name>.pt`` (terms under ``terms``, ``terms_of_use`` or ``license``); the row's domain
+and terms are used only where the sidecar lacks them.
 Adding a model is dropping ``<name>.pt`` and ``<name>.json`` into ``gencomp/assets`` and adding one row to
 :data:`ZOO`. A row whose file has not landed is listed as not installed; naming it is a clear error, nothing else
 breaks.
@@ -96,7 +97,7 @@ class ZooModel:
 
     @property
     def terms(self) -> str:
-        for key in ("terms", "terms_of_use"):
+        for key in ("terms", "terms_of_use", "license"):
             value = self.sidecar.get(key)
             if isinstance(value, str) and value:
                 return value
@@ -303,4 +304,5 @@ def model_name(setting: Any, path: str | os.PathLike | None, fingerprint: str | 
     zoo_model = zoo_model_for(path, fingerprint)
     if zoo_model is not None:
         return zoo_model.name
-    return str(setting) if setting else str(path or "")
+    given = setting if isinstance(setting, (str, os.PathLike)) else None  # not a LoadedModel's repr
+    return str(given) if given else str(path or "")
