@@ -296,10 +296,12 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in OUT.")] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a preset key: key=value.")] = None,
     init_from: Annotated[Optional[str], typer.Option(
-        help="Start from this model file's weights (or a shipped model: gan-default, vaegan-default).")] = None,
+        help="Start from this model file's weights, or a zoo model's (e.g. gan-default; see `gencomp models`).")
+    ] = None,
 ) -> None:
     """Train the GAN or the VAE-GAN with the same code the pipeline uses."""
     from gencomp.train.checkpoint import CHECKPOINT_NAME
+    from gencomp.train.init_from import InitFromError, resolve_init_path
     from gencomp.train.loop import train as run_training
     from gencomp.train.presets import resolve_preset
 
@@ -308,6 +310,11 @@ def train(
     overrides = parse_settings(set_ or [])
     if init_from is not None:
         overrides["init_from"] = init_from
+    if overrides.get("init_from") and not resume:  # an unknown name is refused before any data is read
+        try:
+            resolve_init_path(str(overrides["init_from"]), kind)
+        except InitFromError as exc:
+            fail(str(exc))
     try:  # settings errors are the user's, and read better without a traceback
         resolve_preset(kind, preset, overrides)
     except ValueError as exc:
@@ -430,6 +437,54 @@ def report(
     except (ValueError, KeyError, OSError) as exc:
         fail(f"{results}: {exc}", EXIT_REFUSED)
     console.print_json(json.dumps({k: str(v) for k, v in written.items()}))
+
+
+def _short(value: str | None, length: int = 12) -> str:
+    return value[:length] if value else "-"
+
+
+def _headline_text(headline: dict[str, float]) -> str:
+    parts = []
+    if "channels" in headline:
+        parts.append(f"c{int(headline['channels'])}")
+    if "psnr" in headline:
+        parts.append(f"PSNR {headline['psnr']:.2f} dB")
+    if "ssim" in headline:
+        parts.append(f"SSIM {headline['ssim']:.3f}")
+    if "bpp" in headline:
+        parts.append(f"{headline['bpp']:.3f} bpp")
+    return ", ".join(parts) or "-"
+
+
+@app.command("models")
+def list_models(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (every sidecar fact, full hashes).")] = False,
+) -> None:
+    """List the model zoo: kind, training domain, data hash, terms of use, size and in-domain numbers.
+
+    Any of these names works wherever a model is named: a codec's `model` setting, --model, and train's
+    --init-from. Models trained on research-only data (faces, aerial) are for research use only."""
+    from rich.table import Table
+
+    from gencomp.models import zoo
+
+    listed = zoo.models()
+    if as_json:
+        console.print_json(json.dumps([m.as_dict() for m in listed]))
+        return
+    table = Table(title="gencomp model zoo", show_lines=True)
+    for column in ("name", "kind", "domain", "status", "data sha256", "size", "in-domain (validation)", "terms"):
+        table.add_column(column, overflow="fold")
+    for m in listed:
+        status = "installed" if m.installed else "not installed"
+        if m.problems:
+            status += " (" + "; ".join(m.problems) + ")"
+        size = f"{m.size_bytes / 1e6:.1f} MB" if m.size_bytes is not None else "-"
+        table.add_row(*(escape(text) for text in (
+            m.name, m.kind, m.domain, status, _short(m.data_sha256), size, _headline_text(m.headline), m.terms)))
+    console.print(table)
+    console.print("Names work as a codec's model setting, --model and --init-from. Models trained on research-only "
+                  "data are for research use only.", highlight=False, markup=False)
 
 
 def _register_codec_commands() -> None:

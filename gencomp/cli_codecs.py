@@ -163,7 +163,7 @@ def register(app: typer.Typer) -> None:
         bits: Annotated[Optional[int], typer.Option(help="Bits per latent value (gan-inversion).")] = None,
         steps: Annotated[Optional[int], typer.Option(help="Latent search steps (gan-inversion).")] = None,
         channels: Annotated[Optional[int], typer.Option(help="Latent channels (vaegan).")] = None,
-        model: Annotated[Optional[Path], typer.Option(help="Model file (generative codecs).")] = None,
+        model: Annotated[Optional[Path], typer.Option(help="Model file or zoo name (`gencomp models`).")] = None,
         device: Annotated[Optional[str], typer.Option(help="cpu (default), cuda or auto (generative codecs).")] = None,
         setting: Annotated[
             Optional[list[str]], typer.Option("--set", help="Any other codec setting, key=value (repeatable).")
@@ -202,7 +202,7 @@ def register(app: typer.Typer) -> None:
     def decompress(
         src: Annotated[Path, typer.Argument(metavar="IN", help="A .gcz file, or a directory of them.")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Output PNG file (or directory).")],
-        model: Annotated[Optional[Path], typer.Option(help="Model file (generative codecs).")] = None,
+        model: Annotated[Optional[Path], typer.Option(help="Model file or zoo name (`gencomp models`).")] = None,
         device: Annotated[str, typer.Option(help="cpu, cuda or auto: where a generative decoder runs.")] = "cpu",
         force: Annotated[bool, typer.Option("--force", help="Replace output files that already exist.")] = False,
         max_pixels: Annotated[Optional[int], typer.Option(

@@ -26,6 +26,11 @@ them, so cached units count without being decoded again; the value is cached und
 unit keys. Entries written before the perceptual columns existed (no ``haarpsi``, ... or no descriptors) are
 computed again.
 
+Each row names its test data set (``dataset``) and, for a generative codec, the model it used (``model``: the zoo
+name when the weights are a zoo model's, else the file) and that model's training domain (``model_domain``, from
+the zoo and the model's sidecar, see :func:`gencomp.models.zoo.model_domain`; "unknown" for a file without
+metadata); both are empty for a classical codec. The report's cross-domain table is built from them.
+
 Units go through ``map_fn(fn, items)``: the function is the module-level :func:`compute_unit` and the items
 are plain dicts holding file paths (images are staged once as PNG under ``cache_dir/images``), so a Prefect
 task map or a Dask map can ship them to other processes or machines that share ``cache_dir``.
@@ -55,7 +60,7 @@ import pandas as pd
 from PIL import Image
 
 from gencomp import metrics, perceptual
-from gencomp.codecs.base import get_codec
+from gencomp.codecs.base import ModelCodec, get_codec
 from gencomp.data.eval_sets import folder_images, pixels_sha256
 from gencomp.data.images import DEFAULT_FORMATS, DEFAULT_MAX_PIXELS, encode_png, open_image
 from gencomp.atomic import write_bytes_atomic, write_with
@@ -65,8 +70,8 @@ log = logging.getLogger(__name__)
 
 SPEC_KEYS = frozenset({"codec", "settings", "sweep", "label", "group", "tables"})
 RESULT_COLUMNS = [
-    "dataset", "image", "sha256", "width", "height", "cell", "codec", "family", "fingerprint", "label",
-    "group", "settings", "tables", "bytes", "bpp", "cr", "psnr", "ssim", "ms_ssim", "haarpsi", "gmsd", "vif", "swd",
+    "dataset", "image", "sha256", "width", "height", "cell", "codec", "family", "fingerprint", "model",
+    "model_domain", "label", "group", "settings", "tables", "bytes", "bpp", "cr", "psnr", "ssim", "ms_ssim", "haarpsi", "gmsd", "vif", "swd",
     "swd_set", "enc_ms", "dec_ms", "error",
 ]  # fmt: skip
 METRIC_FIELDS = ("bytes", "bpp", "cr", "psnr", "ssim", "ms_ssim", "haarpsi", "gmsd", "vif", "swd", "enc_ms", "dec_ms")
@@ -340,8 +345,19 @@ class _CellInfo:
     cell: Cell
     fingerprint: str = ""
     family: str = ""
+    model: str = ""  # the zoo name or file of a generative codec's model; "" for a classical codec
+    model_domain: str = ""  # its training domain (gencomp.models.zoo.model_domain); "" for a classical codec
     resolved_json: str = ""
     error: str | None = None
+
+
+def _describe_model(info: _CellInfo, codec: Any) -> None:
+    """The model a generative codec uses and the domain it was trained on, for the cross-domain report."""
+    from gencomp.models import zoo
+
+    loaded = codec.loaded
+    info.model = zoo.model_name(codec.settings.get("model"), loaded.path, loaded.fingerprint)
+    info.model_domain = zoo.model_domain(loaded.path, loaded.fingerprint, loaded.metadata)
 
 
 def _prepare_cells(cells: Sequence[Cell]) -> list[_CellInfo]:
@@ -352,6 +368,8 @@ def _prepare_cells(cells: Sequence[Cell]) -> list[_CellInfo]:
             codec = get_codec(cell.codec, **cell.settings)
             info.fingerprint = bytes(codec.fingerprint).hex()
             info.family = str(getattr(codec, "family", ""))
+            if isinstance(codec, ModelCodec):
+                _describe_model(info, codec)
             info.resolved_json = canonical_json(json.loads(json.dumps(codec.settings, default=str)))
         except Exception as exc:
             info.error = f"cannot create codec: {type(exc).__name__}: {exc}"
@@ -502,6 +520,8 @@ def run_grid(
                 "codec": info.cell.codec,
                 "family": info.family,
                 "fingerprint": info.fingerprint,
+                "model": info.model,
+                "model_domain": info.model_domain,
                 "label": info.cell.label,
                 "group": info.cell.group,
                 "settings": info.cell.settings_json,
@@ -536,6 +556,8 @@ def _results_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         "codec",
         "family",
         "fingerprint",
+        "model",
+        "model_domain",
         "label",
         "group",
         "settings",

@@ -37,6 +37,9 @@ from gencomp.metrics import HIGHER_IS_BETTER, ms_ssim_db
 from gencomp.samples import ORIGINAL_SAMPLE_NAME, safe_name, sample_folder, slugify  # noqa: F401  (the layout it reads)
 
 POSTER_TABLES = ("table1", "table2")
+UNKNOWN_DOMAIN = "unknown"  # the training domain gencomp.models.zoo.model_domain gives a model without metadata
+# Test sets whose name is not their domain; any other data set's domain is its name (faces, aerial, ...).
+DATASET_DOMAINS = {"kodak": "photos"}
 DEFAULT_ANCHORS = ("jpeg", "webp", "avif")
 CLASSICAL_CODECS = frozenset({"jpeg", "webp", "avif", "jxl", "png", "bpg"})
 REQUIRED_COLUMNS = ("dataset", "image", "codec", "label", "group", "tables", "bytes", "bpp", "psnr", "ssim",
@@ -136,7 +139,20 @@ def load_results(results: pd.DataFrame | str | Path) -> pd.DataFrame:
     for column in PERCEPTUAL_COLUMNS:
         if column not in frame.columns:
             frame[column] = math.nan
+    frame["model"] = [_text(v) for v in frame["model"]] if "model" in frame.columns else ""
+    domains = frame["model_domain"] if "model_domain" in frame.columns else [None] * len(frame)
+    # results written before the column existed, or a generative cell without metadata: "unknown"
+    frame["model_domain"] = [
+        "" if _is_classical(str(codec), family) else (_text(domain) or UNKNOWN_DOMAIN)
+        for codec, family, domain in zip(frame["codec"], frame["family"], domains)
+    ]
     return frame
+
+
+def _text(value: Any) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
 
 
 def _is_classical(codec: str, family: Any) -> bool:
@@ -161,6 +177,8 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
             "group": str(first["group"]),
             "codec": str(first["codec"]),
             "classical": _is_classical(str(first["codec"]), first["family"]),
+            "model": str(first["model"]),
+            "model_domain": str(first["model_domain"]),
             "tables": _tables_of(first["tables"]),
             "n_images": len(good),
             "n_failed": int(len(part) - len(good)),
@@ -171,7 +189,8 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         row["cr"] = 24.0 / row["bpp"] if row["bpp"] > 0 else (math.inf if row["bpp"] == 0 else math.nan)
         row["ms_ssim_db"] = ms_ssim_db(row["ms_ssim"]) if not math.isnan(row["ms_ssim"]) else math.nan
         rows.append(row)
-    columns = ["dataset", "cell", "label", "group", "codec", "classical", "tables", "n_images", "n_failed",
+    columns = ["dataset", "cell", "label", "group", "codec", "classical", "model", "model_domain", "tables",
+               "n_images", "n_failed",
                *numeric, "cr", "ms_ssim_db"]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
 
@@ -207,13 +226,14 @@ POSTER_NOTE = (
 )
 
 
+def _poster_row(r: Any) -> list[str]:
+    return [r.label, _fmt(r.ssim, 4), _fmt(r.psnr, 2), _fmt(r.cr, 1), _fmt(r.haarpsi, 4), _fmt(r.gmsd, 4),
+            _fmt(r.vif, 4), _fmt(r.swd_set, 2)]  # fmt: skip
+
+
 def poster_rows(summary: pd.DataFrame, dataset: str, table: str) -> list[list[str]]:
     part = summary[(summary["dataset"] == dataset) & summary["tables"].map(lambda t: table in t)]
-    return [
-        [r.label, _fmt(r.ssim, 4), _fmt(r.psnr, 2), _fmt(r.cr, 1), _fmt(r.haarpsi, 4), _fmt(r.gmsd, 4),
-         _fmt(r.vif, 4), _fmt(r.swd_set, 2)]
-        for r in part.sort_values("cell").itertuples()
-    ]  # fmt: skip
+    return [_poster_row(r) for r in part.sort_values("cell").itertuples()]
 
 
 def _poster_markdown(table: str, dataset: str, summary: pd.DataFrame, rows: list[list[str]]) -> str:
@@ -261,6 +281,180 @@ def metrics_json(summary: pd.DataFrame, dataset: str) -> dict[str, Any]:
             for r in rows.itertuples()
         }  # fmt: skip
     return out
+
+
+# ---------------------------------------------------------------- across domains
+
+CROSS_DOMAIN_HEADER = ("Method", "codec", "model", "trained on", "test domain", "n images", "SSIM", "PSNR", "CR",
+                       "PSNR drop", "SSIM drop", "in-domain")  # fmt: skip
+CROSS_DOMAIN_NOTE = (
+    "Rows: the generative cells and the classical baselines of the poster tables, each with the domain its model "
+    "was trained on; columns: test domains (a data set's name, kodak = photos; data sets of one domain pooled). "
+    "Means over each domain's images that did not fail; CR = 24 / mean bpp. Drop = in-domain value minus this "
+    "domain's (PSNR in dB, SSIM), positive = worse than on the model's own domain; n/a where the results have "
+    "no test set of the model's domain."
+)
+
+
+def _settings_of(value: Any) -> dict[str, Any]:
+    try:
+        settings = json.loads(value) if isinstance(value, str) else {}
+    except ValueError:
+        return {}
+    return settings if isinstance(settings, dict) else {}
+
+
+def with_test_domains(frame: pd.DataFrame, dataset_domains: Mapping[str, str]) -> pd.DataFrame:
+    """``frame`` with its data sets replaced by their test domains (the original name kept in ``source``)."""
+    pooled = frame.copy()
+    pooled["source"] = pooled["dataset"].astype(str)
+    pooled["dataset"] = [dataset_domains.get(name, name) for name in pooled["source"]]
+    return pooled
+
+
+def covers_several_domains(frame: pd.DataFrame, dataset_domains: Mapping[str, str]) -> bool:
+    """More than one training domain among the generative rows, or more than one test domain."""
+    model_domains = {d for d in frame["model_domain"] if d}
+    test_domains = {dataset_domains.get(str(d), str(d)) for d in frame["dataset"]}
+    return len(model_domains) > 1 or len(test_domains) > 1
+
+
+def _ordered_domains(summary: pd.DataFrame) -> list[str]:
+    """Test domains: those some model was trained on first (in cell order, so in-domain cells form a diagonal),
+    then the rest by name."""
+    present = set(summary["dataset"])
+    trained = [d for d in dict.fromkeys(summary.sort_values("cell")["model_domain"]) if d in present]
+    return trained + sorted(present - set(trained))
+
+
+def cross_domain_summary(frame: pd.DataFrame, dataset_domains: Mapping[str, str]) -> pd.DataFrame:
+    """One row per (test domain, cell) of the cross-domain table, with ``psnr_drop``, ``ssim_drop`` (in-domain
+    value minus this one; NaN without an in-domain test set) and ``in_domain``."""
+    summary = summarize(with_test_domains(load_results(frame), dataset_domains))
+    wanted = ~summary["classical"] | summary["tables"].map(lambda t: any(name in t for name in POSTER_TABLES))
+    summary = summary[wanted].copy()
+    own = summary[summary["dataset"] == summary["model_domain"]].set_index("cell")
+    summary["in_domain"] = summary["dataset"] == summary["model_domain"]
+    for metric in ("psnr", "ssim"):
+        reference = summary["cell"].map(own[metric]) if len(own) else math.nan
+        summary[f"{metric}_drop"] = pd.to_numeric(reference, errors="coerce") - summary[metric]
+    order = {d: k for k, d in enumerate(_ordered_domains(summary))}
+    summary["domain_order"] = summary["dataset"].map(order)
+    return summary.sort_values(["cell", "domain_order"]).reset_index(drop=True)
+
+
+def cross_domain_rows(cross: pd.DataFrame) -> list[list[str]]:
+    return [
+        [r.label, r.codec, r.model or "-", r.model_domain or "-", r.dataset, str(r.n_images), _fmt(r.ssim, 4),
+         _fmt(r.psnr, 2), _fmt(r.cr, 1), _fmt(r.psnr_drop, 2), _fmt(r.ssim_drop, 4), "yes" if r.in_domain else "no"]
+        for r in cross.itertuples()
+    ]  # fmt: skip
+
+
+def _cross_domain_cell(r: Any) -> str:
+    text = f"{_fmt(r.psnr, 2)} dB / {_fmt(r.ssim, 4)} / CR {_fmt(r.cr, 1)}"
+    if r.in_domain:
+        return text + " (in-domain)"
+    if math.isnan(r.psnr_drop) and math.isnan(r.ssim_drop):
+        return text
+    return text + f" (drop {_fmt(r.psnr_drop, 2)} dB, {_fmt(r.ssim_drop, 4)})"
+
+
+def cross_domain_matrix(cross: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The wide table: one row per cell (method, model, training domain), one column per test domain, each
+    "PSNR dB / SSIM / CR (drop)"; "-" where a cell was not evaluated on a domain."""
+    domains = list(dict.fromkeys(cross.sort_values("domain_order")["dataset"]))
+    header = ["Method", "model", "trained on", *domains]
+    rows = []
+    for _, part in cross.groupby("cell", sort=True):
+        first = part.iloc[0]
+        by_domain = {r.dataset: _cross_domain_cell(r) for r in part.itertuples()}
+        rows.append([first["label"], first["model"] or "-", first["model_domain"] or "-",
+                     *[by_domain.get(d, "-") for d in domains]])  # fmt: skip
+    return header, rows
+
+
+def cross_domain_png(cross: pd.DataFrame) -> bytes:
+    """Heatmap, rows = cells, columns = test domains: the colour is the PSNR drop from in-domain (red = worse,
+    grey = no in-domain reference), the text PSNR and drop."""
+    import matplotlib
+
+    domains = list(dict.fromkeys(cross.sort_values("domain_order")["dataset"]))
+    cells = list(dict.fromkeys(cross.sort_values("cell")["cell"]))
+    drop = np.full((len(cells), len(domains)), np.nan)
+    psnr = np.full_like(drop, np.nan)
+    own = np.zeros(drop.shape, dtype=bool)
+    labels = []
+    for i, cell in enumerate(cells):
+        part = cross[cross["cell"] == cell]
+        first = part.iloc[0]
+        labels.append(f"{first['label']} [{first['model_domain'] or 'classical'}]")
+        for r in part.itertuples():
+            j = domains.index(r.dataset)
+            drop[i, j], psnr[i, j], own[i, j] = r.psnr_drop, r.psnr, r.in_domain
+    finite = np.abs(drop[np.isfinite(drop)])
+    limit = max(float(finite.max()) if finite.size else 0.0, 0.5)
+    figure = _new_figure(2.0 + 1.6 * len(domains), 1.2 + 0.45 * len(cells))
+    axes = figure.add_subplot(1, 1, 1)
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#dddddd")
+    image = axes.imshow(np.ma.masked_invalid(drop), cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
+    for i in range(len(cells)):
+        for j in range(len(domains)):
+            if math.isnan(psnr[i, j]):
+                text = "-"
+            elif own[i, j]:
+                text = f"{psnr[i, j]:.2f} dB\nin-domain"
+            elif math.isnan(drop[i, j]):
+                text = f"{psnr[i, j]:.2f} dB"
+            else:
+                text = f"{psnr[i, j]:.2f} dB\ndrop {_fmt(drop[i, j], 2)}"
+            dark = math.isfinite(drop[i, j]) and abs(drop[i, j]) > 0.6 * limit  # white text on the deep colours
+            axes.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+    axes.set_xticks(range(len(domains)), domains)
+    axes.set_yticks(range(len(cells)), labels, fontsize=7)
+    axes.set_xlabel("test domain")
+    axes.set_title("PSNR by test domain; colour: drop from in-domain (dB)", fontsize=9)
+    figure.colorbar(image, ax=axes, label="PSNR drop from in-domain (dB)")
+    figure.tight_layout()
+    return _png_bytes(figure)
+
+
+def in_domain_table1(frame: pd.DataFrame,
+                     dataset_domains: Mapping[str, str]) -> dict[str, tuple[list[list[str]], int, bool]]:
+    """The poster's Table 1 within each domain a GAN was trained on and tested on: the gan-inversion cells whose
+    model's domain is that test domain, then JPEG at quality 1, all on the same images (those on which every one
+    of these cells succeeded). {domain: (rows, number of images, whether a JPEG quality-1 cell was there)}."""
+    pooled = with_test_domains(load_results(frame), dataset_domains)
+    ok = pooled["error"].isna() | (pooled["error"].astype(str) == "")
+    gan = (pooled["codec"] == "gan-inversion") & (pooled["model_domain"] == pooled["dataset"])
+    jpeg_q1 = (pooled["codec"] == "jpeg") & pooled["settings"].map(lambda v: _settings_of(v).get("quality") == 1)
+    tables = {}
+    for domain in dict.fromkeys(pooled[gan].sort_values("cell")["dataset"]):
+        if domain == UNKNOWN_DOMAIN:
+            continue
+        chosen = pooled[(pooled["dataset"] == domain) & (gan | jpeg_q1)]
+        cells = chosen["cell"].nunique()
+        good = chosen[ok.loc[chosen.index]].groupby(["source", "image"])["cell"].nunique()
+        complete = set(good[good == cells].index)
+        same_images = chosen[[key in complete for key in zip(chosen["source"], chosen["image"])]]
+        summary = summarize(same_images) if len(same_images) else summarize(chosen.iloc[:0])
+        order = summary.sort_values(["classical", "cell"])
+        tables[domain] = ([_poster_row(r) for r in order.itertuples()], len(complete),
+                          bool(chosen["codec"].eq("jpeg").any()))
+    return tables
+
+
+def _in_domain_markdown(domain: str, rows: list[list[str]], images: int, has_jpeg: bool) -> str:
+    baseline = ("against JPEG (quality 1) on the same images" if has_jpeg
+                else "(the results hold no JPEG quality-1 cell on these images to compare with)")
+    lines = [f"# Table 1 in-domain: `{domain}`", "",
+             _markdown_table(POSTER_HEADER, rows) if rows else "No gan-inversion cell succeeded on every image.\n",
+             f"GAN inversion with models trained on {domain}, on the {domain} test images, {baseline}: means over the "
+             f"{images} image(s) on which every row succeeded. Rows as in the poster's Table 1 (float z, then "
+             "8/6/4-bit latents, in grid order). SSIM and PSNR (dB, RGB, peak 255): mean of per-image values. "
+             "CR = 24 / mean bpp, bpp from the complete file. " + POSTER_NOTE
+             + " SWD here is each cell's over all the images of the data set it decoded."]  # fmt: skip
+    return "\n".join(lines).rstrip() + "\n"
 
 
 # ---------------------------------------------------------------- RD curves and BD-rate
@@ -547,6 +741,7 @@ def build_report(
     dataset: str | None = None,
     anchors: Sequence[str] = DEFAULT_ANCHORS,
     sample_image: str | None = None,
+    dataset_domains: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
     """Write every report file into ``out_dir``; returns ``{name: path}`` of what was written.
 
@@ -555,6 +750,11 @@ def build_report(
     published numbers drawn as labelled markers: dicts with name, bpp, psnr, ms_ssim (optional), source.
     ``samples_dir`` is the folder :func:`gencomp.evaluate.run_grid` wrote; without it (or without samples of
     the dataset) no samples.png is written. ``sample_image`` picks the image (default: the first by name).
+
+    When the results cover more than one model training domain (``model_domain``) or more than one test domain
+    (a data set's name, or its entry in ``dataset_domains``, which extends :data:`DATASET_DOMAINS`), the report
+    adds the cross-domain table (cross_domain.md/.csv), its heatmap (cross_domain.png) and, for each domain a
+    GAN was trained and tested on, the poster's Table 1 within that domain (table1_in_domain_<domain>.md/.csv).
     """
     frame = load_results(results)
     out = Path(out_dir)
@@ -639,6 +839,35 @@ def build_report(
             write("samples.png", samples_png)
             sections.append(("Samples", _img_tag(samples_png, f"samples of {image}")))
 
+    domains = {**DATASET_DOMAINS, **(dataset_domains or {})}
+    if covers_several_domains(frame, domains):
+        sections += _cross_domain_files(frame, domains, write)
+
     sections.append(("Extended results", _html_table(EXTENDED_HEADER, ext)))
     write("index.html", render_html(title=title, dataset=dataset, sections=sections))
     return written
+
+
+def _cross_domain_files(frame: pd.DataFrame, domains: Mapping[str, str], write) -> list[tuple[str, str]]:
+    """Write the cross-domain table, its heatmap and the in-domain Table 1s; their HTML sections."""
+    sections = []
+    cross = cross_domain_summary(frame, domains)
+    if len(cross):
+        long_rows = cross_domain_rows(cross)
+        header, wide = cross_domain_matrix(cross)
+        write("cross_domain.csv", _csv(CROSS_DOMAIN_HEADER, long_rows))
+        write("cross_domain.md", "# Across domains\n\n" + _markdown_table(header, wide) + "\n" + CROSS_DOMAIN_NOTE
+              + "\n\n" + _markdown_table(CROSS_DOMAIN_HEADER, long_rows))
+        heatmap = cross_domain_png(cross)
+        write("cross_domain.png", heatmap)
+        sections.append(("Across domains", _html_table(header, wide)
+                         + f'<p class="note">{html.escape(CROSS_DOMAIN_NOTE)}</p>\n'
+                         + _img_tag(heatmap, "PSNR drop from in-domain, by model and test domain")))
+    for domain, (rows, images, has_jpeg) in in_domain_table1(frame, domains).items():
+        name = f"table1_in_domain_{slugify(domain)}"
+        write(f"{name}.csv", _csv(POSTER_HEADER, rows))
+        markdown = _in_domain_markdown(domain, rows, images, has_jpeg)
+        write(f"{name}.md", markdown)
+        sections.append((f"Table 1 in-domain ({domain})", (_html_table(POSTER_HEADER, rows) if rows else
+                         "<p>No cells.</p>\n") + f'<p class="note">{html.escape(markdown.splitlines()[-1])}</p>\n'))
+    return sections

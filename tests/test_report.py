@@ -205,7 +205,9 @@ def test_figures_and_html(results, tmp_path):
     html = written["index.html"].read_text()
     assert "<title>T &amp; &lt;x&gt;</title>" in html
     sources = re.findall(r'<img src="([^"]+)"', html)
-    assert len(sources) == 4 and all(s.startswith("data:image/png;base64,") for s in sources)
+    # three RD curves, the samples and (two test domains: kodak and other) the cross-domain heatmap
+    assert len(sources) == 5 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "cross_domain.png" in written
     assert "cheng2020-anchor q1" in html and "<table>" in html
     assert "http://" not in html and "https://" not in html
 
@@ -224,7 +226,7 @@ def test_rerun_is_byte_identical(results, tmp_path):
     expected = {
         "table1.md", "table1.csv", "table2.md", "table2.csv", "extended.md", "extended.csv", "metrics.json",
         "rd.csv", "rd_psnr.png", "rd_msssim.png", "rd_haarpsi.png", "bdrate.md", "bdrate.csv", "samples.png",
-        "index.html",
+        "index.html", "cross_domain.md", "cross_domain.csv", "cross_domain.png",  # two test domains
     }  # fmt: skip
     assert set(first) == expected
     for name in expected:

@@ -74,12 +74,22 @@ def decode_file(data: bytes | os.PathLike, *, model: str | os.PathLike | Any | N
 
 
 def _model_matching(kind: str, fingerprint: bytes) -> str | os.PathLike | None:
-    """Without an explicit model, prefer whichever default candidate (stage output, shipped weights) encoded
-    the file, so a file made with the shipped model still decodes inside a project that trained its own."""
+    """Without an explicit model, prefer whichever default candidate (stage output, shipped weights, then the
+    other installed zoo models of the kind) encoded the file, so a file made with the shipped model still
+    decodes inside a project that trained its own, and one made with a zoo model decodes without naming it."""
     from gencomp.codecs.base import default_model_path, load_model_cached, shipped_model_path
     from gencomp.codecs.container import fingerprint_bytes
+    from gencomp.models import zoo
 
-    for candidate in (default_model_path(kind), shipped_model_path(kind)):
+    def sidecar_matches(model) -> bool:  # no loading of every installed model: its sidecar's fingerprint first
+        try:
+            return (model.kind == kind and bool(model.fingerprint)
+                    and fingerprint_bytes(model.fingerprint) == fingerprint)
+        except ValueError:  # a malformed sidecar fingerprint: not this file's model
+            return False
+
+    in_zoo = [m.file for m in zoo.models(installed_only=True) if sidecar_matches(m)]
+    for candidate in (default_model_path(kind), shipped_model_path(kind), *in_zoo):
         try:
             if fingerprint_bytes(load_model_cached(candidate).fingerprint) == fingerprint:
                 return candidate

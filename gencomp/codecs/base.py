@@ -38,6 +38,7 @@ from gencomp.codecs.container import (
     unpack,
 )
 from gencomp.data.images import DEFAULT_MAX_PIXELS, TOO_LARGE, ImageRejected
+from gencomp.models import zoo
 
 if TYPE_CHECKING:  # models pull in torch; classical codecs must not need them at import time
     from gencomp.models.store import LoadedModel
@@ -172,12 +173,13 @@ _model_cache_lock = threading.Lock()
 
 
 # Default weights that ship inside the package (gencomp/assets/<kind>-default.pt, provenance in the .json beside
-# it), so `gencomp compress --codec vaegan-c8` works right after install, with no training and no download.
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+# it), so `gencomp compress --codec vaegan-c8` works right after install, with no training and no download. The
+# zoo (gencomp/models/zoo.py) owns that folder and every name in it.
+ASSETS = zoo.ASSETS
 
 
 def shipped_model_path(kind: str) -> Path:
-    return ASSETS / f"{kind}-default.pt"
+    return zoo.model_file(zoo.default_name(kind))
 
 
 def default_model_path(kind: str) -> Path:
@@ -239,7 +241,8 @@ DEVICE_PARAM = Param("device", "str", "cpu", "where the model runs: cpu (bit-exa
 
 
 class ModelCodec(Codec):
-    """A codec that needs a trained model; ``settings["model"]`` is a path or a LoadedModel."""
+    """A codec that needs a trained model; ``settings["model"]`` is a zoo name (``gencomp models``), a path or a
+    LoadedModel, resolved by :func:`gencomp.models.zoo.resolve_model`."""
 
     model_kind: ClassVar[str]  # "gan" | "vaegan"
     max_pixels: int = LEARNED_MAX_PIXELS
@@ -248,13 +251,24 @@ class ModelCodec(Codec):
         super().__init__(**settings)
         self._loaded: LoadedModel | None = None
         self.device = resolve_device(self.settings.get("device", "cpu"))
+        model = self.settings.get("model")
+        if zoo.is_zoo_name(model):  # a zoo model not installed, or of the other kind, is refused with the settings
+            zoo.resolve_model(model, kind=self.model_kind)
+        # a path is checked when the model is loaded: a grid names models/<kind>/model.pt before training writes it
+
+    @property
+    def model_path(self) -> Path:
+        """The model file this codec loads (its ``model`` setting resolved, or the default model)."""
+        model = self.settings.get("model")
+        if hasattr(model, "kind"):
+            return Path(model.path)
+        return zoo.resolve_model(model, kind=self.model_kind) if model else default_model_path(self.model_kind)
 
     @property
     def loaded(self) -> LoadedModel:
         if self._loaded is None:
             model = self.settings.get("model")
-            loaded = model if hasattr(model, "kind") else load_model_cached(model or default_model_path(self.model_kind),
-                                                                             self.device)
+            loaded = model if hasattr(model, "kind") else load_model_cached(self.model_path, self.device)
             if loaded.kind != self.model_kind:
                 raise ValueError(
                     f"codec {self.name!r} needs a {self.model_kind!r} model, but {loaded.path} is a {loaded.kind!r} model"

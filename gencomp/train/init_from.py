@@ -3,8 +3,8 @@
 A checkpoint resumes *one* run (same settings, optimiser state, data position). ``init_from`` is for the other
 case: a new run -- another preset, another corpus, another machine, a wider or changed architecture -- that
 should start from weights already trained rather than from random ones. It reads an inference model file
-(``model.pt`` of an earlier run, or a shipped model by name, e.g. ``vaegan-default``) and copies every tensor
-whose name and shape match into the new run's modules; the rest keep their fresh initialisation and are listed
+(``model.pt`` of an earlier run, or a zoo model by name, e.g. ``vaegan-default``; see ``gencomp models``) and
+copies every tensor whose name and shape match into the new run's modules; the rest keep their fresh initialisation and are listed
 in the run's summary, so a changed architecture reuses what still fits. Optimisers, the step and the
 learning-rate schedule start afresh. A file of the other model kind is refused, and so is one of which less than
 ``MIN_SHARE`` of the run's weights fit (a few biases that happen to match are a mistake, not a start).
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gencomp.codecs.base import ASSETS
+from gencomp.models import zoo
 from gencomp.models.store import load_model
 
 
@@ -30,18 +30,17 @@ class InitFromError(ValueError):
 
 
 def shipped_names() -> list[str]:
-    return sorted(p.stem for p in ASSETS.glob("*.pt"))
+    """The zoo models installed in this package (``gencomp models``)."""
+    return zoo.installed_names()
 
 
-def resolve_init_path(value: str) -> Path:
-    """A shipped model's name (``gencomp/assets/<name>.pt``) or a path to a model file."""
-    if value in shipped_names():
-        return ASSETS / f"{value}.pt"
-    path = Path(value).expanduser()
-    if not path.is_file():
-        raise InitFromError(f"init_from {value!r} is neither a model file nor a shipped model "
-                            f"({', '.join(shipped_names())})")
-    return path
+def resolve_init_path(value: str, kind: str | None = None) -> Path:
+    """A zoo model's name or a path to a model file, through the zoo's one resolver; a zoo model of another
+    ``kind`` is refused before any file is read."""
+    try:
+        return zoo.resolve_model(value, kind=kind, what="init_from")
+    except zoo.ModelNotFound as exc:
+        raise InitFromError(str(exc)) from None
 
 
 def copy_matching(target: nn.Module, source: nn.Module) -> tuple[dict[str, int], dict[str, int]]:
@@ -63,7 +62,7 @@ def copy_matching(target: nn.Module, source: nn.Module) -> tuple[dict[str, int],
 def initialise(recipe, value: str) -> dict[str, Any]:
     """Copy the weights of the model file ``value`` into ``recipe``'s modules; returns what was done, for the
     run's summary."""
-    path = resolve_init_path(value)
+    path = resolve_init_path(value, recipe.kind)
     loaded = load_model(path)
     if loaded.kind != recipe.kind:
         raise InitFromError(f"init_from {value!r} is a {loaded.kind!r} model; this run trains a {recipe.kind!r} model")
