@@ -6,8 +6,9 @@ pixel of the files.
 ``entropy_model="hyperprior"`` (rate-aware only) replaces the per-channel prior by a mean-scale hyperprior
 (:mod:`gencomp.models.hyperprior`): z = h_a(mu of the coded channels), and the rate is bits(y | h_s(z~)) + bits(z~)
 with uniform noise standing in for rounding on both y and z; only the first C channels' bits count, as with the
-channel prior. The hyper networks have their own optimiser at ``lr``, z's density its own at ``lr_prior``; with
-``init_from`` a channel-prior model's encoder and decoder are reused and the hyperprior starts fresh."""
+channel prior. The whole entropy model (h_a, h_s and z's density) learns at ``lr_prior``, as the channel prior does, so
+it can be trained against a (nearly) frozen autoencoder with a tiny ``lr``; with ``init_from`` a channel-prior model's
+encoder and decoder are reused and the hyperprior starts fresh."""
 
 from __future__ import annotations
 
@@ -58,12 +59,9 @@ class VAEGANRecipe(Recipe):
         if self.entropy_model == "hyperprior":
             self.prior = None
             self.hyper = Hyperprior(cfg["max_channels"], cfg.get("hyper_channels", 64)).to(rt.device)
-            # the hyper networks learn at the model's rate, z's density at the prior's (as the channel prior does)
-            self.opt_hyper = torch.optim.Adam([*self.hyper.h_a.parameters(), *self.hyper.h_s.parameters()],
-                                              lr=cfg["lr"])
-            self.opt_prior = torch.optim.Adam(self.hyper.z_prior.parameters(), lr=cfg["lr_prior"])
+            self.opt_prior = torch.optim.Adam(self.hyper.parameters(), lr=cfg["lr_prior"])
             self.models["hyperprior"] = self.hyper
-            self.optimizers.update(hyperprior=self.opt_hyper, prior=self.opt_prior)
+            self.optimizers["prior"] = self.opt_prior
         else:
             self.hyper = None
             self.prior = GaussianChannelPrior(cfg["max_channels"]).to(rt.device)
@@ -86,10 +84,7 @@ class VAEGANRecipe(Recipe):
     def step(self, step: int, x: torch.Tensor) -> tuple[str, dict[str, float]]:
         cfg, rt, n = self.cfg, self.rt, x.shape[0]
         factor = lr_factor(step, self.total_steps, cfg)
-        schedules = [(self.opt, cfg["lr"]), (self.opt_d, cfg["lr_d"]), (self.opt_prior, cfg["lr_prior"])]
-        if self.hyper is not None:
-            schedules.append((self.opt_hyper, cfg["lr"]))
-        for opt, base in schedules:
+        for opt, base in ((self.opt, cfg["lr"]), (self.opt_d, cfg["lr_d"]), (self.opt_prior, cfg["lr_prior"])):
             set_lr(opt, base, factor)
         channels = self.channel_set[int(torch.randint(len(self.channel_set), ()).item())]
         mask = self.model.channel_mask(channels, device=rt.device)
@@ -106,8 +101,6 @@ class VAEGANRecipe(Recipe):
 
         self.opt.zero_grad(set_to_none=True)
         self.opt_prior.zero_grad(set_to_none=True)
-        if self.hyper is not None:
-            self.opt_hyper.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = clip(self.model, cfg["grad_clip"])
         self.opt.step()
@@ -115,13 +108,7 @@ class VAEGANRecipe(Recipe):
             # the entropy model is used outside the model's forward(), so DDP cannot sync it: average by hand
             entropy = self._entropy_module()
             rt.all_reduce_mean_(p.grad for p in entropy.parameters() if p.grad is not None)
-            if self.hyper is not None:
-                clip(self.hyper.h_a, cfg["grad_clip"])
-                clip(self.hyper.h_s, cfg["grad_clip"])
-                clip(self.hyper.z_prior, cfg["grad_clip"])
-                self.opt_hyper.step()
-            else:
-                clip(self.prior, cfg["grad_clip"])
+            clip(entropy, cfg["grad_clip"])
             self.opt_prior.step()
         return "vaegan", {"loss": loss.item(), **parts, "loss_d": loss_d.item(), "channels": channels,
                           "grad_norm": grad_norm, "lr": self.opt.param_groups[0]["lr"]}
