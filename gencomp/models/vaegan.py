@@ -145,7 +145,8 @@ class VAEGAN(nn.Module):
             "width": self.width,
             "downsample": self.downsample,
             "upsample": self.upsample,
-            "entropy_model": self.entropy_model,
+            # only when not the default: a channel-prior model's file stays byte for byte what it was before
+            **({"entropy_model": self.entropy_model} if self.entropy_model != "channel" else {}),
         }
 
     def _check_size(self, x: torch.Tensor) -> None:
