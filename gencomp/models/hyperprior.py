@@ -24,11 +24,13 @@ Why the indices agree across processes and devices: the coding path (:meth:`Hype
 in float64 on the CPU, whatever device the model lives on, and picks the index by comparing the float64
 log-scale with the table's float64 log-boundaries (midpoints, no ``exp`` of network outputs involved). z_hat is
 integer, so its input is exact. The only source of difference left is the summation order of the float64
-convolutions (thread count, SIMD width), which moves a log-scale by ~1e-15 relative; an index flips only if a
-log-scale lies that close to a boundary: for a 768x512 image (43k elements) the chance is of order 1e-9. The
-decoder would then not decode silently wrong: the ANS stream desynchronises and the stream-length checks of
-:mod:`gencomp.codecs.entropy` refuse it (CorruptPayload). tests/test_hyperprior.py encodes in one process and
-decodes in another with a different thread count.
+convolutions (thread count, SIMD width, BLAS kernel), which moves a log-scale of order 1 by ~1e-13 at most (a few
+hundred float64 products per output); an index flips only if a log-scale lies that close to one of the table's
+boundaries, which are 0.12 apart: ~2e-12 per element, ~1e-7 for the 43k elements of a 768x512 image at C = 28
+(float32 arithmetic, as CompressAI uses, would make that ~1e-3). Such a file would not decode silently wrong: the
+ANS stream desynchronises and the stream checks of :mod:`gencomp.codecs.entropy` refuse it (CorruptPayload).
+tests/test_hyperprior.py encodes in one process and decodes in another with another thread count. (A strict
+guarantee would need integer arithmetic in h_s, Balle et al. 2019 "Integer networks"; not done here.)
 
 Training uses the continuous scale (``exp`` of the log-scale, floored at ``SCALE_MIN``) and Balle's uniform-noise
 proxy for rounding on both y and z; coding rounds the scale *up* to the table (as CompressAI does), so the file

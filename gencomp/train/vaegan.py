@@ -70,9 +70,10 @@ class VAEGANRecipe(Recipe):
             self.optimizers["prior"] = self.opt_prior
 
     def init_pairs(self, model: LoadedModel) -> list:
+        # a model file of the other entropy model has none of this one: an empty source leaves it fresh, and the
+        # run's summary lists it so
         if self.hyper is None:
-            return [("model", self.model, model.model), ("prior", self.prior, model.prior)]
-        # a channel-prior model has no hyperprior: an empty source leaves it fresh, and the summary lists it
+            return [("model", self.model, model.model), ("prior", self.prior, model.prior or torch.nn.Module())]
         return [("model", self.model, model.model), ("hyperprior", self.hyper, model.hyperprior or torch.nn.Module())]
 
     def _entropy_module(self) -> torch.nn.Module:
