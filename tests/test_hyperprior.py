@@ -319,3 +319,31 @@ def test_a_hyperprior_run_starts_from_a_channel_model(tmp_path):
     assert "model" not in done["tensors_initialised_fresh"]
     before, after = load_model(source).model.state_dict(), load_model(tmp_path / "hp" / "model.pt").model.state_dict()
     assert all(torch.allclose(before[k].float(), after[k].float(), atol=1e-6) for k in before)
+
+
+def test_a_hyperprior_run_stops_and_resumes(tmp_path):
+    """The hyperprior and its optimiser are in the checkpoint: a run stopped after one step resumes to the end."""
+    from gencomp.train.checkpoint import load_checkpoint
+    from gencomp.train.loop import train
+    from tests.test_train import AstronautCrops
+
+    out = tmp_path / "hp"
+    data = dict(dataset=AstronautCrops(32), val_dataset=AstronautCrops(32, count=8, seed=1), progress=False)
+    first = train("vaegan", data_dir=None, out_dir=out, overrides=_tiny_hp(max_time_s=1e-9), **data)
+    assert first["stopped_early"] and first["step"] == 1
+    checkpoint = load_checkpoint(out / "checkpoint.pt")
+    assert "hyperprior" in checkpoint["models"] and "prior" in checkpoint["optimizers"]
+    second = train("vaegan", data_dir=None, out_dir=out, overrides=_tiny_hp(), resume=True, **data)
+    assert second["resumed_from_step"] == 1 and second["step"] == _tiny_hp()["steps"]
+    assert load_model(out / "model.pt").entropy_model == "hyperprior"
+
+
+def test_a_channel_run_starts_from_a_hyperprior_model(tmp_path):
+    from gencomp.train.loop import train
+    from tests.test_train import TINY_VAEGAN, AstronautCrops
+
+    train("vaegan", data_dir=None, out_dir=tmp_path / "hp", overrides=_tiny_hp(steps=1), dataset=AstronautCrops(32),
+          progress=False)
+    summary = train("vaegan", data_dir=None, out_dir=tmp_path / "channel", dataset=AstronautCrops(32), progress=False,
+                    overrides=dict(TINY_VAEGAN, rate_lambda=0.05, steps=1, init_from=str(tmp_path / "hp" / "model.pt")))
+    assert summary["initialised_from"]["tensors_initialised_fresh"]["prior"] == ["log_scale", "mean"]
