@@ -312,13 +312,18 @@ def test_a_hyperprior_run_starts_from_a_channel_model(tmp_path):
           dataset=AstronautCrops(32), progress=False)
     source = tmp_path / "channel" / "model.pt"
     summary = train("vaegan", data_dir=None, out_dir=tmp_path / "hp", dataset=AstronautCrops(32), progress=False,
-                    overrides=_tiny_hp(init_from=str(source), steps=1, lr=1e-30, lr_d=1e-30, adv_start=5,
-                                       checkpoint_every=1, val_every=1000, warmup_steps=0))
+                    overrides=_tiny_hp(init_from=str(source), steps=1, lr=1e-30, lr_d=1e-30, lr_prior=1e-30,
+                                       adv_start=5, checkpoint_every=1, val_every=1000, warmup_steps=0))
     done = summary["initialised_from"]
     assert "h_a.0.weight" in done["tensors_initialised_fresh"]["hyperprior"]
     assert "model" not in done["tensors_initialised_fresh"]
-    before, after = load_model(source).model.state_dict(), load_model(tmp_path / "hp" / "model.pt").model.state_dict()
+    channel, hp = load_model(source), load_model(tmp_path / "hp" / "model.pt")
+    before, after = channel.model.state_dict(), hp.model.state_dict()
     assert all(torch.allclose(before[k].float(), after[k].float(), atol=1e-6) for k in before)
+    # h_s starts out predicting the channel prior, whatever z is
+    mean, log_scale = hp.hyperprior.synthesise(torch.randn(1, 8, 1, 1) * 5, 2, 2)
+    assert torch.allclose(mean[0, :, 0, 0], channel.prior.mean, atol=1e-5)
+    assert torch.allclose(log_scale[0, :, 0, 0].exp().clamp(min=SCALE_MIN), channel.prior.scale(), atol=1e-5)
 
 
 def test_a_hyperprior_run_stops_and_resumes(tmp_path):

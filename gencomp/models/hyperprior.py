@@ -127,6 +127,21 @@ class Hyperprior(nn.Module):
         likelihood = discretised_gaussian_likelihood(y_tilde[:, :channels], mean[:, :channels], scale[:, :channels])
         return -torch.log2(likelihood).sum(), self.z_prior.bits(z_tilde)
 
+    @torch.no_grad()
+    def start_from_channel_prior(self, prior: GaussianChannelPrior, symbol_ratio: float = 1.0) -> None:
+        """Make h_s predict ``prior``'s per-channel (mean, scale) whatever z is: its last convolution's weights
+        zeroed, its bias set to them. A hyperprior trained from a channel-prior model then starts coding y as
+        well as that prior did, and learns from there what z adds (a fresh h_s starts at scale 1 everywhere and
+        spends its first thousands of steps relearning the per-channel scales). ``symbol_ratio``: the prior's
+        symbol step over this model's (its quant_step over 1 for a rate-aware run)."""
+        if prior.channels != self.latent_channels:
+            raise ValueError(f"the prior covers {prior.channels} channels, the hyperprior {self.latent_channels}")
+        last = self.h_s[-1]
+        c = self.latent_channels
+        last.weight.zero_()
+        last.bias[:c] = prior.mean.to(last.bias) * symbol_ratio
+        last.bias[c:] = torch.log(prior.scale().to(last.bias) * symbol_ratio)
+
     def coding_h_s(self) -> nn.Module:
         """A float64 CPU copy of h_s, for :meth:`coding_params` (cached: the weights of a loaded model are fixed)."""
         cached = getattr(self, "_coding_h_s", None)

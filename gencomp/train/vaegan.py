@@ -74,6 +74,9 @@ class VAEGANRecipe(Recipe):
         # run's summary lists it so
         if self.hyper is None:
             return [("model", self.model, model.model), ("prior", self.prior, model.prior or torch.nn.Module())]
+        if model.hyperprior is None and model.prior is not None:
+            # from a channel-prior model: h_s starts out predicting that prior (its last layer, listed as fresh)
+            self.hyper.start_from_channel_prior(model.prior, model.quant_step / self.quant_step)
         return [("model", self.model, model.model), ("hyperprior", self.hyper, model.hyperprior or torch.nn.Module())]
 
     def _entropy_module(self) -> torch.nn.Module:
