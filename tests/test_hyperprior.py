@@ -60,14 +60,16 @@ def hp_path(tmp_path_factory) -> Path:
 
 def test_scale_table_is_log_spaced_and_indices_round_up():
     table = scale_table()
-    assert table.shape == (SCALE_LEVELS,) and table[0] == pytest.approx(SCALE_MIN) and table[-1] == pytest.approx(SCALE_MAX)
+    assert table.shape == (SCALE_LEVELS,)
+    assert table[0] == pytest.approx(SCALE_MIN) and table[-1] == pytest.approx(SCALE_MAX)
     assert np.all(np.diff(table) > 0)
     logs = np.linspace(math.log(SCALE_MIN) - 1, math.log(SCALE_MAX) + 1, 5001)
     index = scale_indices(logs)
     inside = (logs > math.log(SCALE_MIN)) & (logs <= math.log(SCALE_MAX))
-    assert np.all(table[index[inside]] >= np.exp(logs[inside]) * (1 - 1e-12))  # rounded up, never down
-    assert np.all(index[inside] == 0) or np.all(table[np.maximum(index[inside] - 1, 0)][index[inside] > 0]
-                                               < np.exp(logs[inside][index[inside] > 0]))
+    scales, chosen = np.exp(logs[inside]), index[inside]
+    assert np.all(table[chosen] >= scales * (1 - 1e-12))  # rounded up, never down ...
+    above = chosen > 0
+    assert np.all(table[chosen[above] - 1] < scales[above] * (1 + 1e-12))  # ... to the nearest table scale
     assert index[0] == 0 and index[-1] == SCALE_LEVELS - 1  # clipped at both ends
     assert scale_indices(log_scale_table()).tolist() == list(range(SCALE_LEVELS))  # a boundary maps to itself
 

@@ -189,8 +189,8 @@ class VAEGANCodec(ModelCodec):
         )
 
     def _encode_hyperprior(self, y: torch.Tensor, x: torch.Tensor, image: Image.Image) -> tuple[bytes, dict]:
-        """The z and y sections of a hyperprior model's file, and the header's keys besides c and s; ``y`` is (1, C, h, w) in the
-        model's symbol units (mu / quant_step)."""
+        """The z and y sections of a hyperprior model's file, and the header's keys besides c and s; ``y`` is
+        (1, C, h, w) in the model's symbol units (mu / quant_step)."""
         hyper, quant_scale = self.loaded.hyperprior, self.settings["quant_scale"]
         with torch.no_grad():  # z need not be reproducible: its symbols are in the file
             z = hyper.analyse(pad_channels(y, hyper.latent_channels))

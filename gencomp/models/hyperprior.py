@@ -120,7 +120,8 @@ class Hyperprior(nn.Module):
         mean, log_scale = out.chunk(2, dim=1)
         return mean, log_scale
 
-    def rate_bits(self, y_tilde: torch.Tensor, z_tilde: torch.Tensor, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def rate_bits(self, y_tilde: torch.Tensor, z_tilde: torch.Tensor,
+                  channels: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Training: (bits of y's first ``channels`` channels given z, bits of z), from noisy proxies of both."""
         mean, log_scale = self.synthesise(z_tilde, y_tilde.shape[-2], y_tilde.shape[-1])
         scale = log_scale.clamp(*LOG_SCALE_CLAMP).exp().clamp(min=SCALE_MIN)
