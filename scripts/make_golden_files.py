@@ -22,12 +22,15 @@ from PIL import Image
 from gencomp.codecs import decode_file, get_codec
 from gencomp.codecs.container import VERSION
 from gencomp.models import VAEGAN, GaussianChannelPrior, Generator, InversionEncoder, save_gan, save_vaegan
+from gencomp.models.hyperprior import Hyperprior
 
 # name -> (codec, settings, model kind)
 GOLDEN = {
     "vaegan-c4-entropy.gcz": ("vaegan", {"channels": 4, "refine_steps": 0}, "vaegan"),
     "vaegan-c2-entropy-q2.gcz": ("vaegan", {"channels": 2, "quant_scale": 2.0, "refine_steps": 0}, "vaegan"),
     "vaegan-c4-raw16.gcz": ("vaegan", {"channels": 4, "storage": "raw", "raw_bits": 16, "refine_steps": 0}, "vaegan"),
+    "vaegan-hp-c4-entropy.gcz": ("vaegan", {"channels": 4, "refine_steps": 0}, "vaegan-hp"),
+    "vaegan-hp-c2-entropy-q2.gcz": ("vaegan", {"channels": 2, "quant_scale": 2.0, "refine_steps": 0}, "vaegan-hp"),
     # written before tiles could overlap: edge to edge, which is no longer the default
     "gan-inversion-float32.gcz": ("gan-inversion", {"steps": 3, "overlap": 0}, "gan"),
     "gan-inversion-8bit.gcz": ("gan-inversion", {"steps": 3, "bits": 8, "overlap": 0}, "gan"),
@@ -61,7 +64,19 @@ def write_models(folder: Path) -> dict[str, Path]:
     torch.manual_seed(1)
     generator = Generator(latent_dim=8, tile=32, width=4, norm="batch").eval()
     save_gan(folder / "gan-tiny.pt", generator=generator, encoder=InversionEncoder(8, 32, 4))
-    return {"vaegan": folder / "vaegan-tiny.pt", "gan": folder / "gan-tiny.pt"}
+    # the hyperprior model after the others, so their seeds and bytes are what they were before it existed
+    torch.manual_seed(2)
+    hp_model = VAEGAN(max_channels=4, channel_set=(4, 2), width=8, downsample=8, upsample="subpixel",
+                      entropy_model="hyperprior")
+    hyper = Hyperprior(latent_channels=4, channels=8)
+    with torch.no_grad():  # as above, and z spread over several symbols
+        hp_model.to_moments.weight.mul_(40.0)
+        hp_model.decoder[0].weight.mul_(0.2)
+        hyper.h_a[-1].weight.mul_(10.0)
+    save_vaegan(folder / "vaegan-hp-tiny.pt", model=hp_model, prior=None, quant_step=1.0, prior_fitted=False,
+                hyperprior=hyper)
+    return {"vaegan": folder / "vaegan-tiny.pt", "gan": folder / "gan-tiny.pt",
+            "vaegan-hp": folder / "vaegan-hp-tiny.pt"}
 
 
 def main(folder: str) -> int:
@@ -77,7 +92,7 @@ def main(folder: str) -> int:
         record["files"][name] = {"codec": codec, "model": models[kind].name, "file_sha256": hashlib.sha256(data).hexdigest(),
                                  "pixels_sha256": pixels_sha256(decoded), "size": list(decoded.size)}
     (out / "golden.json").write_text(json.dumps(record, indent=1) + "\n")
-    print(f"wrote {len(GOLDEN)} golden files and 2 models to {out}")
+    print(f"wrote {len(GOLDEN)} golden files and {len(models)} models to {out}")
     return 0
 
 

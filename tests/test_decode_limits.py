@@ -27,6 +27,7 @@ from gencomp.codecs.container import LimitExceeded, pack, read_container, unpack
 from gencomp.codecs.vaegan import VAEGANCodec
 from gencomp.models import VAEGAN, GaussianChannelPrior, Generator, InversionEncoder, ModelFileError, load_model
 from gencomp.models import save_gan, save_vaegan
+from gencomp.models.hyperprior import Hyperprior
 
 _BUDGET_MB = 160  # under what decoding a 7900x7900 JPEG or holding a 200 MB payload would take
 _CPU_S = 60
@@ -111,7 +112,11 @@ def models(tmp_path_factory):
     save_gan(gan, generator=Generator(latent_dim=8, tile=8, width=8), encoder=InversionEncoder(8, 8, 8))
     save_vaegan(vae, model=VAEGAN(max_channels=4, channel_set=(4, 2), width=8, downsample=4),
                 prior=GaussianChannelPrior(4), quant_step=0.5, prior_fitted=False)
-    return {"gan": gan, "vaegan": vae}
+    vae_hp = root / "vaegan-hp.pt"
+    save_vaegan(vae_hp, model=VAEGAN(max_channels=4, channel_set=(4, 2), width=8, downsample=4,
+                                     entropy_model="hyperprior"),
+                prior=None, quant_step=1.0, prior_fitted=False, hyperprior=Hyperprior(4, 8))
+    return {"gan": gan, "vaegan": vae, "vaegan_hp": vae_hp}
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +129,7 @@ def hostile(models, tmp_path_factory):
     vae = get_codec("vaegan", model=models["vaegan"]).encode(image)
     vae_raw = get_codec("vaegan", model=models["vaegan"], storage="raw").encode(image)
     vae_payload = unpack(vae).payload
+    vae_hp = get_codec("vaegan", model=models["vaegan_hp"], refine_steps=0).encode(image)
     files = {
         # the 195 KB gan file declaring 8000x8000: over the learned limit
         "gan_8000x8000": (_repack(gan_entropy, width=8000, height=8000), models["gan"], "LimitExceeded"),
@@ -142,6 +148,11 @@ def hostile(models, tmp_path_factory):
         "jxl_declares_30000x30000": (pack(codec_id=4, width=64, height=48, payload=_jxl_codestream(30000, 30000),
                                           params={"q": 90}), None, "CorruptPayload"),
         "valid_vaegan": (vae, models["vaegan"], "ok 40x24"),
+        # the hyperprior's z section cannot hold z for that size: refused from the header, before h_s runs
+        "vaegan_hp_4000x4000": (_repack(vae_hp, width=4000, height=4000), models["vaegan_hp"], "CorruptPayload"),
+        "vaegan_hp_word_appended": (_repack(vae_hp, payload=unpack(vae_hp).payload + b"\x01\x00\x00\x00"),
+                                    models["vaegan_hp"], "CorruptPayload"),
+        "valid_vaegan_hp": (vae_hp, models["vaegan_hp"], "ok 40x24"),
     }
     big = Image.new("RGB", (7900, 7900), (90, 120, 200))
     for name, size in (("jpeg_7900_under_64x48", (7900, 7900)), ("jpeg_2000_under_64x48", (2000, 2000))):

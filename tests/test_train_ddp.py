@@ -16,6 +16,7 @@ GAN = dict(steps=3, encoder_steps=2, batch_size=2, tile=32, g_width=4, d_width=4
            checkpoint_every=2, val_every=100, log_every=1)
 VAEGAN = dict(steps=3, batch_size=2, crop=32, width=4, d_width=4, adv_start=1, prior_fit_batches=1,
               checkpoint_every=2, val_every=100, log_every=1, rate_lambda=0.01, channel_set=[28, 4])
+VAEGAN_HP = dict(VAEGAN, entropy_model="hyperprior", hyper_channels=8)  # its hyperprior's gradients too
 
 
 def _free_port() -> int:
@@ -36,11 +37,12 @@ def _worker(rank: int, port: int, tmp: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)  # shared by both runs below
     try:
         results = {}
-        for kind, overrides in (("gan", GAN), ("vaegan", VAEGAN)):
+        for name, kind, overrides in (("gan", "gan", GAN), ("vaegan", "vaegan", VAEGAN),
+                                      ("vaegan-hp", "vaegan", VAEGAN_HP)):
             # a different crop stream per rank, as the shard loader gives each rank its own shard
-            summary = train(kind, data_dir=None, out_dir=Path(tmp) / kind, overrides=overrides,
+            summary = train(kind, data_dir=None, out_dir=Path(tmp) / name, overrides=overrides,
                             dataset=AstronautCrops(32, count=8, seed=rank), progress=False)
-            results[kind] = {k: summary.get(k) for k in ("weights_sha256", "world_size", "samples_consumed",
+            results[name] = {k: summary.get(k) for k in ("weights_sha256", "world_size", "samples_consumed",
                                                           "fingerprint")}
         # a wall-clock limit that only rank 0 has reached: both ranks must stop at the same step, or the next
         # collective would hang (the test's timeout would catch that)
@@ -56,7 +58,7 @@ def _worker(rank: int, port: int, tmp: str) -> None:
 def test_two_gloo_ranks_agree_on_weights(tmp_path):
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD_SIZE)]
-    for kind, steps in (("gan", 5), ("vaegan", 3)):
+    for kind, steps in (("gan", 5), ("vaegan", 3), ("vaegan-hp", 3)):
         r0, r1 = ranks[0][kind], ranks[1][kind]
         assert r0["world_size"] == r1["world_size"] == WORLD_SIZE
         assert r0["samples_consumed"] == steps * 2 * WORLD_SIZE

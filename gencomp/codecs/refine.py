@@ -4,7 +4,9 @@ The VAE-GAN's encoder is amortised: one forward pass guesses a latent for any im
 best latent for *this* image. Starting from it, a few Adam steps on the latent itself lower this image's
 rate-distortion cost ``MSE(decode(y_hat), x) + lam * bits(y_hat) / pixels`` (MSE on [0, 1] pixels, the unit
 the model was trained in). The decoder and the prior stay fixed, so the decoder needs nothing new: a refined
-file is an ordinary file.
+file is an ordinary file. With a hyperprior model (gencomp/codecs/vaegan.py) the side latent z stays the
+encoder's, and with it every element's mean and coding scale: the search refines y's residual symbols, and
+``bits`` is their exact cost under those fixed scales (z's bits, fixed too, are left out of the search).
 
 Rounding has no gradient. Stochastic Gumbel annealing (Yang, Bamler & Mandt 2020, "Improving Inference for
 Neural Image Compression") replaces it by a random choice between floor and ceiling whose odds depend on the

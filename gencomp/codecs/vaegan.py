@@ -24,6 +24,24 @@ spends more bits for a more faithful latent, s > 1 fewer; one model then traces 
 each C, as in variable-rate learned codecs that scale the quantizer (e.g. Choi et al. 2019 use a learned
 version of this). A model is best at the s it was trained for (1); the header stores s (key "q") when it is
 not 1, and a file without it decodes with s = 1.
+
+Models with ``entropy_model="hyperprior"`` (:mod:`gencomp.models.hyperprior`) code the latent in two sections,
+and their files say so in the header (storage code ``s`` = 1, so a file of the channel prior, ``s`` = 0, is
+never read as one, and old files decode as before):
+
+- z = h_a(the coded channels' mu, the others zeroed), rounded to integer symbols and coded under z's per-channel
+  discretised Gaussian (like the channel prior's latent, escapes beyond 8 standard deviations); the header's
+  key ``z`` is this section's length in bytes, the y section follows it;
+- y given z: h_s(z_hat), in float64 on the CPU, gives each element a mean and a scale index into the fixed scale
+  table; the residual symbols ``round((mu / quant_step - mean) / s)`` are coded under zero-mean discretised
+  Gaussians of the table's scales divided by s, escaped beyond 8 of them. The decoder's latent is
+  ``(mean + symbols * s) * quant_step``.
+
+Decoding checks the z section's length against the least z can cost before anything (header check), decodes z,
+computes the y parameters (a network at 1/4 of the latent's resolution), and checks the y section's length
+against the least those parameters let y cost before decoding y or running the image decoder. Refinement with a
+hyperprior model keeps z (the encoder's) fixed and refines y's residual symbols under the scales it gives: the
+rate term is then y's exact cost, and z's bits, fixed, do not enter the search.
 """
 
 from __future__ import annotations
@@ -39,8 +57,11 @@ from gencomp.codecs.container import Container, CorruptPayload, Header, Malforme
 from gencomp.codecs.entropy import EntropyDecodeError, check_gaussian_capacity, decode_gaussian, encode_gaussian
 from gencomp.codecs.refine import refine_latent
 from gencomp.codecs.tiling import pad_to_multiple
+from gencomp.models.hyperprior import pad_channels, scale_table
+from gencomp.models.prior import discretised_gaussian_likelihood
 
-_STORAGE_CODES = {"entropy": 0, "raw16": 16, "raw32": 32}  # header field "s"
+# header field "s"; "hyperprior" is storage "entropy" with a model whose entropy_model is "hyperprior"
+_STORAGE_CODES = {"entropy": 0, "hyperprior": 1, "raw16": 16, "raw32": 32}
 _PRIOR_SIGMAS = 8.0  # coded symbol range around the prior means, in prior standard deviations
 _MAX_ALPHABET = 1 << 20
 QUANT_SCALE_RANGE = (0.05, 20.0)
@@ -105,12 +126,29 @@ class VAEGANCodec(ModelCodec):
 
     def _prior(self, channels: int, quant_step: float, quant_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray, int, int]:
         mean, scale = self.loaded.prior.channel_params()
-        mean, scale = mean[:channels] / quant_scale, scale[:channels] / quant_scale
-        low = int(np.floor((mean - _PRIOR_SIGMAS * scale).min())) - 1
-        high = int(np.ceil((mean + _PRIOR_SIGMAS * scale).max())) + 1
-        if high - low > _MAX_ALPHABET:
-            raise ValueError(f"prior range [{low}, {high}] is too wide to entropy-code (quant_step {quant_step})")
-        return mean.reshape(-1, 1, 1), scale.reshape(-1, 1, 1), low, high
+        return _coded_range(mean[:channels] / quant_scale, scale[:channels] / quant_scale, f"quant_step {quant_step}")
+
+    @property
+    def _hyperprior(self) -> bool:
+        return self.loaded.entropy_model == "hyperprior"
+
+    def _z_prior(self) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """z's per-channel (mean, scale) in symbol units, shaped (channels, 1, 1), and its coded range."""
+        mean, scale = self.loaded.hyperprior.z_prior.channel_params()
+        return _coded_range(mean, scale, "the hyperprior's z")
+
+    def _z_shape(self, latent_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        hyper = self.loaded.hyperprior
+        return (hyper.channels, *hyper.z_size(latent_shape[1], latent_shape[2]))
+
+    def _y_params(self, z_symbols: np.ndarray, shape: tuple[int, int, int], quant_scale: float
+                  ) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """(mean in model symbol units, coding std in residual symbol units, low, high) of y's residuals given z."""
+        channels, height, width = shape
+        mean, index = self.loaded.hyperprior.coding_params(z_symbols, height, width, channels)
+        std = scale_table()[index] / quant_scale
+        high = int(np.ceil(_PRIOR_SIGMAS * std.max())) + 1 if std.size else 1
+        return mean, std, -high, high
 
     def _latent_shape(self, width: int, height: int, channels: int) -> tuple[int, int, int]:
         d = int(self.loaded.config["model"]["downsample"])
@@ -126,7 +164,11 @@ class VAEGANCodec(ModelCodec):
         with torch.no_grad():
             mu = self.loaded.model.encode(x)[:, :channels]
         params = {"c": channels}
-        if self.settings["storage"] == "entropy":
+        if self.settings["storage"] == "entropy" and self._hyperprior:
+            payload, hyper_params = self._encode_hyperprior(mu / quant_step, x, image)
+            params.update(hyper_params)
+            storage = _STORAGE_CODES["hyperprior"]
+        elif self.settings["storage"] == "entropy":
             quant_scale = self.settings["quant_scale"]
             step = quant_step * quant_scale
             symbols = self._refine(mu / step, x, image, step=step, quant_scale=quant_scale)
@@ -145,6 +187,49 @@ class VAEGANCodec(ModelCodec):
             codec_id=self.codec_id, width=image.width, height=image.height, payload=payload,
             fingerprint=self.fingerprint, params={**params, "s": storage},
         )
+
+    def _encode_hyperprior(self, y: torch.Tensor, x: torch.Tensor, image: Image.Image) -> tuple[bytes, dict]:
+        """The z and y sections of a hyperprior model's file, and the header's keys besides c and s; ``y`` is
+        (1, C, h, w) in the model's symbol units (mu / quant_step)."""
+        hyper, quant_scale = self.loaded.hyperprior, self.settings["quant_scale"]
+        with torch.no_grad():  # z need not be reproducible: its symbols are in the file
+            z = hyper.analyse(pad_channels(y, hyper.latent_channels))
+        z_symbols = torch.round(z)[0].cpu().numpy().astype(np.int64)
+        z_mean, z_scale, z_low, z_high = self._z_prior()
+        z_stream = encode_gaussian(z_symbols, mean=z_mean, std=z_scale, low=z_low, high=z_high, strict_end=True)
+        shape = tuple(y.shape[1:])
+        mean, std, low, high = self._y_params(z_symbols, shape, quant_scale)
+        residual = (y[0].detach().cpu().double() - torch.from_numpy(mean)) / quant_scale
+        symbols = self._refine_residual(residual, mean, std, x, image).numpy().astype(np.int64)
+        y_stream = encode_gaussian(symbols, mean=0.0, std=std, low=low, high=high, strict_end=True)
+        params = {"z": len(z_stream)}
+        if quant_scale != 1.0:
+            params["q"] = quant_scale
+        return z_stream + y_stream, params
+
+    def _refine_residual(self, residual: torch.Tensor, mean: np.ndarray, std: np.ndarray, x: torch.Tensor,
+                         image: Image.Image) -> torch.Tensor:
+        """y's residual symbols (C, h, w), rounded, or refined for this image with z fixed (module docstring)."""
+        steps = self.settings["refine_steps"]
+        if steps == 0:
+            return torch.round(residual)
+        model, quant_scale, quant_step = self.loaded.model, self.settings["quant_scale"], self.loaded.quant_step
+        channels = residual.shape[0]
+        height, width = image.height, image.width
+        mean_t = torch.from_numpy(mean).float().unsqueeze(0).to(self.device)
+        std_t = torch.from_numpy(std).float().unsqueeze(0).to(self.device)
+
+        def decode(u: torch.Tensor) -> torch.Tensor:
+            return model.decode((mean_t + u * quant_scale) * quant_step, channels=channels)[..., :height, :width]
+
+        def bits(u: torch.Tensor) -> torch.Tensor:
+            return -torch.log2(discretised_gaussian_likelihood(u, torch.zeros_like(std_t), std_t)).sum()
+
+        result = refine_latent(
+            residual.float().unsqueeze(0).to(self.device), x[..., :height, :width], decode=decode, bits=bits,
+            steps=steps, lam=self.settings["refine_lambda"] * quant_scale**2,
+        )
+        return result.latent[0].cpu()
 
     def _refine(self, latent: torch.Tensor, x: torch.Tensor, image: Image.Image, *, step: float | None,
                 quant_scale: float) -> torch.Tensor:
@@ -176,9 +261,23 @@ class VAEGANCodec(ModelCodec):
         quant_scale = params.get("q", 1.0)
         if not (isinstance(channels, int) and 1 <= channels <= max_channels and storage in _STORAGE_CODES.values()
                 and isinstance(quant_scale, float) and QUANT_SCALE_RANGE[0] <= quant_scale <= QUANT_SCALE_RANGE[1]
-                and (storage == 0 or "q" not in params)):
+                and (storage in (0, 1) or "q" not in params)
+                and (storage == 1) == ("z" in params)):
             raise MalformedHeader(f"invalid vaegan parameters {params}")
+        if storage in (0, 1) and (storage == 1) != self._hyperprior:
+            coded = "hyperprior" if storage == 1 else "per-channel prior"
+            raise MalformedHeader(f"the file's latent is coded with a {coded}; the model at {self.loaded.path} "
+                                  f"has entropy_model {self.loaded.entropy_model!r}")
         return channels, storage, quant_scale
+
+    @staticmethod
+    def _z_bytes(params: dict, payload_size: int) -> int:
+        """The hyperprior z section's length from the header, checked against the payload's."""
+        z_bytes = params["z"]
+        if not (isinstance(z_bytes, int) and 0 < z_bytes <= payload_size and z_bytes % 4 == 0):
+            raise MalformedHeader(f"z section length {z_bytes!r} does not fit a {payload_size}-byte payload "
+                                  "in 32-bit words")
+        return z_bytes
 
     def check_header(self, header: Header) -> None:
         """Refuse a payload whose length cannot hold the latent of the image the header declares."""
@@ -186,6 +285,9 @@ class VAEGANCodec(ModelCodec):
         channels, storage, quant_scale = self._header_params(header.params)
         shape = self._latent_shape(header.width, header.height, channels)
         count = int(np.prod(shape))
+        if storage == _STORAGE_CODES["hyperprior"]:
+            self._check_hyperprior_capacity(header, shape, quant_scale)
+            return
         if storage:
             if header.payload_size != count * (storage // 8):
                 raise CorruptPayload(f"payload has {header.payload_size} bytes, {count} float{storage} values need "
@@ -198,6 +300,61 @@ class VAEGANCodec(ModelCodec):
             raise CorruptPayload(
                 f"payload cannot hold the {header.width}x{header.height} image's latent: {exc}") from None
 
+    def _check_hyperprior_capacity(self, header: Header, shape: tuple[int, int, int], quant_scale: float) -> None:
+        """Before any decoding: the z section must hold z; the y section at least what y costs at the smallest
+        coding scale (its exact bound, with z's scales, is checked before y is decoded)."""
+        z_bytes = self._z_bytes(header.params, header.payload_size)
+        z_mean, z_scale, z_low, z_high = self._z_prior()
+        smallest = scale_table()[0] / quant_scale
+        high = int(np.ceil(_PRIOR_SIGMAS * smallest)) + 1
+        try:
+            check_gaussian_capacity(z_bytes, shape=self._z_shape(shape), mean=z_mean, std=z_scale, low=z_low,
+                                    high=z_high)
+            check_gaussian_capacity(header.payload_size - z_bytes, shape=shape, mean=0.0, std=smallest, low=-high,
+                                    high=high)
+        except EntropyDecodeError as exc:
+            raise CorruptPayload(
+                f"payload cannot hold the {header.width}x{header.height} image's latent: {exc}") from None
+
+    def _hyperprior_symbols(self, container: Container, shape: tuple[int, int, int], quant_scale: float
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(z symbols, y residual symbols, y mean, y coding std) of a hyperprior file."""
+        z_bytes = self._z_bytes(container.params, len(container.payload))
+        z_mean, z_scale, z_low, z_high = self._z_prior()
+        try:
+            z_symbols = decode_gaussian(container.payload[:z_bytes], shape=self._z_shape(shape), mean=z_mean,
+                                        std=z_scale, low=z_low, high=z_high, strict_end=True)
+        except EntropyDecodeError as exc:
+            raise CorruptPayload(f"hyperprior z bitstream does not decode: {exc}") from exc
+        mean, std, low, high = self._y_params(z_symbols, shape, quant_scale)
+        try:  # strict_end checks the y section's length against these scales before decoding
+            symbols = decode_gaussian(container.payload[z_bytes:], shape=shape, mean=0.0, std=std, low=low,
+                                      high=high, strict_end=True)
+        except EntropyDecodeError as exc:
+            raise CorruptPayload(f"latent bitstream does not decode: {exc}") from exc
+        return z_symbols, symbols, mean, std
+
+    def information_bits(self, data: bytes | Container) -> float:
+        """Information content of the symbols a file stores under the model's entropy model (z's included for a
+        hyperprior), i.e. the payload without the entropy coder's word padding; raw storage: the payload's bits."""
+        container = data if isinstance(data, Container) else self.open_container(data)
+        channels, storage, quant_scale = self._header_params(container.params)
+        shape = self._latent_shape(container.width, container.height, channels)
+        with torch.no_grad():
+            if storage == _STORAGE_CODES["hyperprior"]:
+                z_symbols, symbols, _, std = self._hyperprior_symbols(container, shape, quant_scale)
+                z_prior = self.loaded.hyperprior.z_prior
+                z_bits = z_prior.bits(torch.from_numpy(z_symbols).double().unsqueeze(0).to(z_prior.mean.device))
+                y_bits = -torch.log2(discretised_gaussian_likelihood(
+                    torch.from_numpy(symbols).double(), torch.zeros(()), torch.from_numpy(std))).sum()
+                return float(z_bits) + float(y_bits)
+            if storage == _STORAGE_CODES["entropy"]:
+                latent, _, _ = self.latent_from_container(container)
+                step = self.loaded.quant_step * quant_scale
+                symbols = torch.from_numpy(np.round(latent / step)).unsqueeze(0)
+                return float(self.loaded.prior.bits(symbols.to(self.loaded.prior.mean.device), quant_scale))
+        return 8.0 * len(container.payload)
+
     def latent_from_container(self, data: bytes | Container) -> tuple[np.ndarray, int, tuple[int, int]]:
         """(latent (C, h, w) float32 as the decoder sees it, C, (width, height)) of a ``.gcz`` file (its bytes, or
         a container already read and checked)."""
@@ -205,7 +362,10 @@ class VAEGANCodec(ModelCodec):
         channels, storage, quant_scale = self._header_params(container.params)
         shape = self._latent_shape(container.width, container.height, channels)
         count = int(np.prod(shape))
-        if storage == 0:
+        if storage == _STORAGE_CODES["hyperprior"]:
+            _, symbols, mean, _ = self._hyperprior_symbols(container, shape, quant_scale)
+            latent = ((mean + symbols * quant_scale) * self.loaded.quant_step).astype(np.float32)
+        elif storage == 0:
             mean, scale, low, high = self._prior(channels, self.loaded.quant_step, quant_scale)
             try:
                 symbols = decode_gaussian(container.payload, shape=shape, mean=mean, std=scale, low=low, high=high,
@@ -253,6 +413,16 @@ class VAEGANCodec(ModelCodec):
     def decode_container(self, container: Container) -> Image.Image:
         latent, channels, (width, height) = self.latent_from_container(container)
         return self.decode_latent(latent, channels=channels, width=width, height=height)
+
+
+def _coded_range(mean: np.ndarray, scale: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Per-channel (mean, scale) shaped (C, 1, 1) and the symbol range [low, high] that holds 8 scales around
+    every mean (beyond it: escapes)."""
+    low = int(np.floor((mean - _PRIOR_SIGMAS * scale).min())) - 1
+    high = int(np.ceil((mean + _PRIOR_SIGMAS * scale).max())) + 1
+    if high - low > _MAX_ALPHABET:
+        raise ValueError(f"prior range [{low}, {high}] is too wide to entropy-code ({what})")
+    return mean.reshape(-1, 1, 1), scale.reshape(-1, 1, 1), low, high
 
 
 register(VAEGANCodec)

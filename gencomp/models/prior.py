@@ -67,11 +67,7 @@ class GaussianChannelPrior(nn.Module):
             raise ValueError(f"latent has {c} channels, the prior covers {self.channels}")
         mean = self.mean[:c].view(1, c, 1, 1).to(y_hat.dtype) / quant_scale
         scale = self.scale()[:c].view(1, c, 1, 1).to(y_hat.dtype) / quant_scale
-        # Upper and lower bin edges mirrored to the left tail, where erfc has precision (CompressAI trick).
-        centred = (y_hat - mean).abs()
-        upper = _std_normal_cdf((0.5 - centred) / scale)
-        lower = _std_normal_cdf((-0.5 - centred) / scale)
-        return (upper - lower).clamp(min=LIKELIHOOD_MIN)
+        return discretised_gaussian_likelihood(y_hat, mean, scale)
 
     def bits(self, y_hat: torch.Tensor, quant_scale: float = 1.0) -> torch.Tensor:
         """Total information content, in bits, of ``y_hat`` under the prior (a scalar tensor)."""
@@ -90,6 +86,16 @@ class GaussianChannelPrior(nn.Module):
         var = (total_sq / count - mean.pow(2)).clamp(min=0)
         self.mean.copy_(mean.to(self.mean.dtype))
         self.log_scale.copy_(torch.log(var.sqrt().clamp(min=SCALE_MIN)).to(self.log_scale.dtype))
+
+
+def discretised_gaussian_likelihood(y_hat: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Mass of N(mean, scale) on [y_hat - 0.5, y_hat + 0.5], elementwise (broadcast), floored at 1e-9: what
+    QuantizedGaussian gives an integer symbol, and its noisy-proxy counterpart for reals."""
+    # Upper and lower bin edges mirrored to the left tail, where erfc has precision (CompressAI trick).
+    centred = (y_hat - mean).abs()
+    upper = _std_normal_cdf((0.5 - centred) / scale)
+    lower = _std_normal_cdf((-0.5 - centred) / scale)
+    return (upper - lower).clamp(min=LIKELIHOOD_MIN)
 
 
 def _std_normal_cdf(x: torch.Tensor) -> torch.Tensor:

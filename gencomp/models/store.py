@@ -10,9 +10,12 @@ Layout (a plain dict, so ``torch.load(weights_only=True)`` reads it without runn
 
 gan:    config = {"generator": {latent_dim, tile, width}, "encoder": {latent_dim, tile, width},
                   "latent_dim", "tile"}; state_dict = {"generator": EMA generator, "encoder": inversion encoder}
-vaegan: config = {"model": {max_channels, channel_set, width, downsample}, "quant_step": float,
-                  "prior": {"type": "gaussian", "channels": int, "fitted": bool}};
-        state_dict = {"model": VAEGAN (encoder + decoder), "prior": GaussianChannelPrior}
+vaegan: config = {"model": {max_channels, channel_set, width, downsample, upsample, entropy_model},
+                  "quant_step": float, and by model.entropy_model (absent: "channel"):
+                  channel:    "prior": {"type": "gaussian", "channels": int, "fitted": bool}
+                  hyperprior: "hyperprior": {"latent_channels": int, "channels": int}};
+        state_dict = {"model": VAEGAN (encoder + decoder),
+                      "prior": GaussianChannelPrior (channel) | "hyperprior": Hyperprior (hyperprior)}
 
 A model file sizes the modules built from it, so :func:`load_model` checks its config before building any:
 every field against the bounds below (``CONFIG_BOUNDS``), then the modules are built on PyTorch's ``meta``
@@ -37,8 +40,9 @@ from gencomp.atomic import write_bytes_atomic
 import math
 
 from gencomp.models.gan import GENERATOR_NORMS, Generator, InversionEncoder
+from gencomp.models.hyperprior import Hyperprior
 from gencomp.models.prior import GaussianChannelPrior
-from gencomp.models.vaegan import UPSAMPLE_MODES, VAEGAN
+from gencomp.models.vaegan import ENTROPY_MODELS, UPSAMPLE_MODES, VAEGAN
 
 # (low, high) inclusive for integers; generous (the gpu preset's models are far inside), the shape check does the rest
 CONFIG_BOUNDS = {
@@ -48,6 +52,7 @@ CONFIG_BOUNDS = {
     "max_channels": (1, 4096),
     "downsample": (2, 256),
     "channel_set_len": (1, 64),
+    "hyper_channels": (1, 4096),
 }
 
 FORMAT_VERSION = 1
@@ -68,7 +73,13 @@ class LoadedModel:
     generator: Generator | None = None  # gan: the EMA generator, eval mode
     encoder: InversionEncoder | None = None  # gan: the inversion encoder, eval mode
     model: VAEGAN | None = None  # vaegan, eval mode
-    prior: GaussianChannelPrior | None = None  # vaegan
+    prior: GaussianChannelPrior | None = None  # vaegan with entropy_model "channel"
+    hyperprior: Hyperprior | None = None  # vaegan with entropy_model "hyperprior", eval mode
+
+    @property
+    def entropy_model(self) -> str:
+        """vaegan: how its latent is coded, "channel" or "hyperprior" (files older than the option: "channel")."""
+        return self.config["model"].get("entropy_model", "channel")
 
     @property
     def quant_step(self) -> float:
@@ -108,13 +119,23 @@ def save_gan(path: str | os.PathLike, *, generator: Generator, encoder: Inversio
                       metadata=metadata)
 
 
-def save_vaegan(path: str | os.PathLike, *, model: VAEGAN, prior: GaussianChannelPrior, quant_step: float,
-                prior_fitted: bool, metadata: dict[str, Any] | None = None) -> str:
-    """Save the VAE-GAN (no discriminator) and its latent prior. Returns the fingerprint."""
-    config = {"model": model.config, "quant_step": float(quant_step),
-              "prior": {**prior.config, "fitted": bool(prior_fitted)}}
-    return save_model(path, kind="vaegan", config=config,
-                      state_dict={"model": _cpu_state(model), "prior": _cpu_state(prior)}, metadata=metadata)
+def save_vaegan(path: str | os.PathLike, *, model: VAEGAN, prior: GaussianChannelPrior | None, quant_step: float,
+                prior_fitted: bool, metadata: dict[str, Any] | None = None,
+                hyperprior: Hyperprior | None = None) -> str:
+    """Save the VAE-GAN (no discriminator) and its entropy model: the per-channel ``prior`` or, for a model with
+    ``entropy_model="hyperprior"``, the ``hyperprior``. Returns the fingerprint."""
+    config: dict[str, Any] = {"model": model.config, "quant_step": float(quant_step)}
+    if model.entropy_model == "hyperprior":
+        if hyperprior is None:
+            raise ValueError("a model with entropy_model='hyperprior' needs its hyperprior to be saved")
+        config["hyperprior"] = hyperprior.config
+        states = {"model": _cpu_state(model), "hyperprior": _cpu_state(hyperprior)}
+    else:
+        if prior is None:
+            raise ValueError("a model with entropy_model='channel' needs its prior to be saved")
+        config["prior"] = {**prior.config, "fitted": bool(prior_fitted)}
+        states = {"model": _cpu_state(model), "prior": _cpu_state(prior)}
+    return save_model(path, kind="vaegan", config=config, state_dict=states, metadata=metadata)
 
 
 def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> LoadedModel:
@@ -155,7 +176,11 @@ def load_model(path: str | os.PathLike, *, map_location: str | torch.device = "c
             model_cfg = dict(config["model"])
             model_cfg["channel_set"] = tuple(model_cfg["channel_set"])
             loaded.model = _restore(VAEGAN(**model_cfg), states["model"], map_location)
-            loaded.prior = _restore(GaussianChannelPrior(config["prior"]["channels"]), states["prior"], map_location)
+            if loaded.entropy_model == "hyperprior":
+                loaded.hyperprior = _restore(Hyperprior(**config["hyperprior"]), states["hyperprior"], map_location)
+            else:
+                loaded.prior = _restore(GaussianChannelPrior(config["prior"]["channels"]), states["prior"],
+                                        map_location)
     except (KeyError, TypeError, RuntimeError) as exc:
         raise ModelFileError(f"{path}: model file does not match its config ({exc})") from exc
     return loaded
@@ -189,9 +214,9 @@ def _check_config(kind: str, config: dict[str, Any]) -> None:
         if (gen["latent_dim"], gen["tile"]) != (enc["latent_dim"], enc["tile"]):
             raise ValueError("generator and encoder disagree on latent_dim or tile")
         return
-    model, prior = config["model"], config["prior"]
-    if not isinstance(model, dict) or not isinstance(prior, dict):
-        raise TypeError("model and prior configs must be mappings")
+    model = config["model"]
+    if not isinstance(model, dict):
+        raise TypeError("model config must be a mapping")
     max_channels = _int_in(model, "max_channels", "model")
     _int_in(model, "width", "model")
     _power_of_two(_int_in(model, "downsample", "model"), "model.downsample")
@@ -202,9 +227,24 @@ def _check_config(kind: str, config: dict[str, Any]) -> None:
         raise ValueError(f"model.channel_set must be {low}..{high} integers in 1..{max_channels}, got {channel_set!r}")
     if model.get("upsample", "nearest") not in UPSAMPLE_MODES:
         raise ValueError(f"model.upsample must be one of {UPSAMPLE_MODES}, got {model.get('upsample')!r}")
-    if prior.get("channels") != max_channels:
-        raise ValueError(
-            f"prior.channels must equal model.max_channels ({max_channels}), got {prior.get('channels')!r}")
+    entropy_model = model.get("entropy_model", "channel")
+    if entropy_model not in ENTROPY_MODELS:
+        raise ValueError(f"model.entropy_model must be one of {ENTROPY_MODELS}, got {entropy_model!r}")
+    if entropy_model == "hyperprior":
+        hyper = config["hyperprior"]
+        if not isinstance(hyper, dict):
+            raise TypeError("hyperprior config must be a mapping")
+        _int_in(hyper, "channels", "hyperprior", "hyper_channels")
+        if hyper.get("latent_channels") != max_channels:
+            raise ValueError(f"hyperprior.latent_channels must equal model.max_channels ({max_channels}), "
+                             f"got {hyper.get('latent_channels')!r}")
+    else:
+        prior = config["prior"]
+        if not isinstance(prior, dict):
+            raise TypeError("prior config must be a mapping")
+        if prior.get("channels") != max_channels:
+            raise ValueError(
+                f"prior.channels must equal model.max_channels ({max_channels}), got {prior.get('channels')!r}")
     step = config["quant_step"]
     if isinstance(step, bool) or not isinstance(step, (int, float)) or not (math.isfinite(step) and step > 0):
         raise ValueError(f"quant_step must be a positive number, got {step!r}")
@@ -215,6 +255,8 @@ def _meta_modules(kind: str, config: dict[str, Any]) -> dict[str, nn.Module]:
         if kind == "gan":
             return {"generator": Generator(**config["generator"]), "encoder": InversionEncoder(**config["encoder"])}
         model_cfg = {**config["model"], "channel_set": tuple(config["model"]["channel_set"])}
+        if model_cfg.get("entropy_model", "channel") == "hyperprior":
+            return {"model": VAEGAN(**model_cfg), "hyperprior": Hyperprior(**config["hyperprior"])}
         return {"model": VAEGAN(**model_cfg), "prior": GaussianChannelPrior(config["prior"]["channels"])}
 
 

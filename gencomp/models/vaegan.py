@@ -33,6 +33,11 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 DEFAULT_CHANNEL_SET = (28, 16, 8, 4, 2)
 UPSAMPLE_MODES = ("subpixel", "subpixel-blur", "nearest")
+# How the latent is entropy-coded: "channel", a per-channel prior (gencomp.models.prior); "hyperprior", a
+# mean-scale hyperprior (gencomp.models.hyperprior) stored beside the model. The networks here are the same for
+# both; the option is part of the model's config so a model file says how its files are coded. "channel" is the
+# default, so model files written before the option existed load as what they are.
+ENTROPY_MODELS = ("channel", "hyperprior")
 
 
 class GDN(nn.Module):
@@ -122,11 +127,15 @@ class VAEGAN(nn.Module):
         width: int = 128,
         downsample: int = 16,
         upsample: str = "nearest",
+        entropy_model: str = "channel",
     ):
         super().__init__()
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
+        if entropy_model not in ENTROPY_MODELS:
+            raise ValueError(f"entropy_model must be one of {ENTROPY_MODELS}, got {entropy_model!r}")
         self.upsample = upsample
+        self.entropy_model = entropy_model
         channel_set = tuple(sorted({int(c) for c in channel_set}, reverse=True))
         if not channel_set or channel_set[0] > max_channels or channel_set[-1] < 1:
             raise ValueError(f"channel_set {channel_set} must be non-empty and within 1..max_channels={max_channels}")
@@ -178,6 +187,8 @@ class VAEGAN(nn.Module):
             "width": self.width,
             "downsample": self.downsample,
             "upsample": self.upsample,
+            # only when not the default: a channel-prior model's file stays byte for byte what it was before
+            **({"entropy_model": self.entropy_model} if self.entropy_model != "channel" else {}),
         }
 
     def _check_size(self, x: torch.Tensor) -> None:

@@ -58,6 +58,7 @@ RESUMABLE_CHANGES = {"steps", "encoder_steps", "checkpoint_every", "log_every", 
 # Settings added after checkpoints were first written, with the value that reproduces how older code behaved:
 # an older checkpoint lacks them, and must still resume when they have that value.
 ADDED_SETTINGS = {"epochs_per_pass": 1, "init_from": ""}
+ADDED_KIND_SETTINGS = {"vaegan": {"entropy_model": "channel", "hyper_channels": 64}}  # the same, for one kind
 WARMUP_STEPS = 20  # steps left out of steady_images_per_s (compilation and autotuning happen in them)
 
 
@@ -161,7 +162,7 @@ def _resume_state(cfg: dict[str, Any], out_dir: Path, resume: bool, kind: str) -
     state = load_checkpoint(path)
     if state.get("kind") != kind:
         raise ValueError(f"{path}: checkpoint is for {state.get('kind')!r}, not {kind!r}")
-    old = {**ADDED_SETTINGS, **state["config"]}
+    old = {**ADDED_SETTINGS, **ADDED_KIND_SETTINGS.get(kind, {}), **state["config"]}
     changed = sorted(k for k in set(old) | set(cfg) if old.get(k) != cfg.get(k) and k not in RESUMABLE_CHANGES)
     if changed:
         detail = ", ".join(f"{k}: {old.get(k)!r} -> {cfg.get(k)!r}" for k in changed)

@@ -258,6 +258,12 @@ PRESETS["vaegan"]["finetune"] = {
     "num_workers": 0,
 }
 
+# The latent's entropy model (gencomp.models.vaegan.ENTROPY_MODELS): "channel", a per-channel prior; "hyperprior",
+# a mean-scale hyperprior whose side latent has hyper_channels channels at H/64 (needs rate_lambda > 0).
+for _vaegan_preset in PRESETS["vaegan"].values():
+    _vaegan_preset.setdefault("entropy_model", "channel")
+    _vaegan_preset.setdefault("hyper_channels", 64)
+
 
 class PresetError(ValueError):
     """A preset name, or an override, that cannot be used; ``key`` names the setting (None: the preset name)."""
@@ -274,6 +280,7 @@ _CHOICES = {
     "recon_loss": ("mse", "l1"),
     "upsample": ("subpixel", "subpixel-blur", "nearest"),
     "g_norm": ("batch", "pixel"),
+    "entropy_model": ("channel", "hyperprior"),
 }
 
 
@@ -291,6 +298,7 @@ _RANGES: dict[str, tuple] = {
                      "rate_lambda"], _NOT_NEGATIVE),
     "lr_min_factor": (0, True, 1, True),
     "ema_decay": (0, True, 1, False),
+    "hyper_channels": _AT_LEAST_1,
 }
 
 
