@@ -19,7 +19,10 @@
 # OUT_DIR receives the half-precision model files (<run>.pt), check.json and logs.tar.gz; the runs themselves
 # (checkpoints included) stay in WORK_DIR (default OUT_DIR/work).
 #
-# Environment: PYTHON (python3); PHASE1_S, PHASE2_S (270, 90); WORKERS (loader workers per run, 2);
+# Environment: PYTHON (python3); PHASE1_S, PHASE2_S (270, 90); WORKERS (loader workers per run, 2); THREADS (torch
+# CPU threads per run, 2: six runs at torch's default of one thread per core thrashed a 16-core host, and the
+# validations, whose entropy coding runs on the CPU, then took minutes); RESUME_ONLY (non-empty: skip phase 1 and
+# anneal the runs WORK_DIR holds from their checkpoints; what a cut-short first call needs); CHECK_IMAGES (24);
 # JOBS (names of the runs to do, e.g. "gan-faces vaegan-photos"; all by default); EXTRA_VAEGAN, EXTRA_GAN: more `--set key=value` words for every run of that kind (tiny models to try the
 # script on a CPU first). Every step runs under `timeout` and failures do not stop the others.
 set -u
@@ -51,7 +54,7 @@ fi
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())" \
     | tee -a "$LOG"
 
-COMMON=(--preset gpu --set compile=false --set "num_workers=$WORKERS" --set val_every=1000000000
+COMMON=(--preset gpu --set compile=false --set "num_workers=$WORKERS" --set "threads=${THREADS:-2}" --set val_every=1000000000 --set val_batches=2
         --set checkpoint_every=1000000000)
 # the shipped VAE-GAN's rate point (rate_lambda 0.004), no adversarial term (its target is fidelity), blurred decoder
 VAEGAN_RECIPE=(--set rate_lambda=0.004 --set msssim_weight=0.0 --set adv_start=1000000000 --set upsample=subpixel-blur
@@ -74,6 +77,13 @@ vaegan_job() {  # vaegan_job NAME DATA ARGS...
     local name=$1 data=$2 reached steps
     shift 2
     [ -d "$data" ] || { stamp "skip $name: no $data"; return; }
+    if [ -n "${RESUME_ONLY:-}" ]; then  # phase 1 was cut short: anneal from its checkpoint
+        reached=$(tail -1 "$RUNS/$name/metrics.jsonl" | $PY -c "import json,sys; print(json.load(sys.stdin)['step'])")
+        # shellcheck disable=SC2086
+        train "$name-2" "$P2" vaegan "$RUNS/$name" --data "$data" --resume "${VAEGAN_RECIPE[@]}" "$@" \
+            --set "steps=$((reached + reached * P2 * 9 / (P1 * 10)))" $EXTRA_VAEGAN
+        return
+    fi
     # shellcheck disable=SC2086
     train "$name-1" "$P1" vaegan "$RUNS/$name" --data "$data" "${VAEGAN_RECIPE[@]}" "$@" --set steps=100000000 \
         $EXTRA_VAEGAN
@@ -89,6 +99,13 @@ gan_job() {  # gan_job NAME DATA ARGS...
     local name=$1 data=$2 reached encoder_steps
     shift 2
     [ -d "$data" ] || { stamp "skip $name: no $data"; return; }
+    if [ -n "${RESUME_ONLY:-}" ]; then
+        reached=$(tail -1 "$RUNS/$name/metrics.jsonl" | $PY -c "import json,sys; print(json.load(sys.stdin)['step'])")
+        # shellcheck disable=SC2086
+        train "$name-2" "$P2" gan "$RUNS/$name" --data "$data" --resume "${GAN_RECIPE[@]}" "$@" \
+            --set "steps=$reached" --set "encoder_steps=$((reached * P2 * 18 / (P1 * 10) + 1))" $EXTRA_GAN
+        return
+    fi
     # shellcheck disable=SC2086
     train "$name-1" "$P1" gan "$RUNS/$name" --data "$data" "${GAN_RECIPE[@]}" "$@" --set steps=100000000 \
         --set encoder_steps=0 $EXTRA_GAN
@@ -116,7 +133,7 @@ wanted gan-aerial && gan_job gan-aerial "$ROOT/aerial" &
 wait
 stamp "training done"
 
-timeout 150 $PY benchmarks/gpu_check.py "$RUNS" "$ROOT" "$OUT" >"$WORK/check.txt" 2>&1
+timeout 150 $PY benchmarks/gpu_check.py "$RUNS" "$ROOT" "$OUT" --max-images "${CHECK_IMAGES:-24}" >"$WORK/check.txt" 2>&1
 stamp "check done (exit $?)"
 tail -40 "$WORK/check.txt" | tee -a "$LOG"
 stamp "all done"
