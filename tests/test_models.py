@@ -78,7 +78,7 @@ def test_ema_update_moves_towards_model():
     torch.testing.assert_close(a.weight, 0.75 * before + 0.25 * b.weight.detach())
 
 
-@pytest.mark.parametrize("upsample", ["subpixel", "nearest"])
+@pytest.mark.parametrize("upsample", ["subpixel", "subpixel-blur", "nearest"])
 @pytest.mark.parametrize("size", [(16, 16), (48, 80), (64, 32)])
 def test_vaegan_is_fully_convolutional(size, upsample):
     torch.manual_seed(0)
@@ -258,3 +258,29 @@ def test_load_model_errors_name_the_path(tmp_path):
     torch.save({"format": 99, "kind": "gan"}, wrong)
     with pytest.raises(ModelFileError, match="wrong.pt"):
         load_model(wrong)
+
+
+def test_blurred_subpixel_decoder_keeps_the_weights_layout_and_starts_without_a_phase_pattern():
+    from gencomp.models.vaegan import ShuffleUp
+
+    torch.manual_seed(0)
+    plain = VAEGAN(max_channels=4, channel_set=(4, 2), width=8, downsample=8, upsample="subpixel")
+    blurred = VAEGAN(max_channels=4, channel_set=(4, 2), width=8, downsample=8, upsample="subpixel-blur").eval()
+    # same state_dict keys and shapes: --init-from carries a plain model's weights into a blurred one
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in blurred.state_dict().items()}
+    blurred.load_state_dict(plain.state_dict())
+    # ICNR: a fresh blurred decoder's last (unblurred) stage gives all four sub-pixel phases the same value
+    fresh = VAEGAN(max_channels=4, channel_set=(4, 2), width=8, downsample=8, upsample="subpixel-blur").eval()
+    with torch.no_grad():
+        out = fresh.decode(torch.randn(1, 4, 4, 4))
+    for dy, dx in ((0, 1), (1, 0), (1, 1)):
+        torch.testing.assert_close(out[..., dy::2, dx::2], out[..., 0::2, 0::2])
+    with torch.no_grad():
+        out = plain.eval().decode(torch.randn(1, 4, 4, 4))
+    assert not torch.allclose(out[..., 0::2, 1::2], out[..., 0::2, 0::2])
+    # the blur removes a pattern that alternates from one shuffled pixel to the next
+    up = ShuffleUp(blur=True)
+    checker = torch.tensor([1.0, -1.0, -1.0, 1.0]).view(1, 4, 1, 1).expand(1, 4, 6, 6)
+    blurred_checker = up(checker)[..., 1:-1, 1:-1]
+    assert ShuffleUp(blur=False)(checker).abs().min() == 1.0
+    torch.testing.assert_close(blurred_checker, torch.zeros_like(blurred_checker))

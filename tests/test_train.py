@@ -266,3 +266,16 @@ def test_a_checkpoint_older_than_a_new_setting_still_resumes(tmp_path):
     with pytest.raises(ValueError, match="epochs_per_pass"):
         train("vaegan", data_dir=None, out_dir=out, overrides=dict(TINY_VAEGAN, epochs_per_pass=2), resume=True,
               dataset=AstronautCrops(32), progress=False)
+
+
+def test_training_without_dvclive_keeps_every_record_but_dvclive_s(tmp_path, monkeypatch, capsys):
+    # a bare GPU host may lack dvclive and its DVC dependencies: the run must go on and say so
+    monkeypatch.setitem(__import__("sys").modules, "dvclive", None)
+    out = tmp_path / "run"
+    summary = train("vaegan", data_dir=None, out_dir=out, overrides={**TINY_VAEGAN, "steps": 2, "val_every": 2},
+                    dataset=AstronautCrops(32), val_dataset=AstronautCrops(32, count=8, seed=1), progress=False)
+    assert summary["step"] == 2
+    assert "dvclive is not importable" in capsys.readouterr().err
+    assert (out / "samples.png").is_file() and not (out / "dvclive").exists()
+    assert [r["step"] for r in _lines(out / "metrics.jsonl")] == [1, 2]
+    assert _lines(out / "val.jsonl")

@@ -148,7 +148,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "width": 32,
             "d_width": 16,
             "downsample": 16,
-            "upsample": "subpixel",  # decoder upsampling: "subpixel" (fast, no full-res conv) or "nearest"
+            "upsample": "subpixel-blur",  # "subpixel-blur" (no grid pattern), "subpixel" (the first shipped model) or "nearest"
             "lr": 5e-4,
             "lr_prior": 1e-2,
             "lr_d": 2e-4,
@@ -178,7 +178,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "width": 64,
             "d_width": 32,
             "downsample": 16,
-            "upsample": "subpixel",
+            "upsample": "subpixel-blur",
             "lr": 3e-4,
             "lr_prior": 1e-3,
             "lr_d": 1e-4,
@@ -208,7 +208,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "width": 192,
             "d_width": 64,
             "downsample": 16,
-            "upsample": "subpixel",
+            "upsample": "subpixel-blur",
             "lr": 1e-4,
             "lr_prior": 1e-3,
             "lr_d": 1e-4,
