@@ -279,3 +279,24 @@ def test_training_without_dvclive_keeps_every_record_but_dvclive_s(tmp_path, mon
     assert (out / "samples.png").is_file() and not (out / "dvclive").exists()
     assert [r["step"] for r in _lines(out / "metrics.jsonl")] == [1, 2]
     assert _lines(out / "val.jsonl")
+
+
+def test_an_encoder_only_gan_run_needs_a_generator_to_invert(tmp_path):
+    with pytest.raises(ValueError, match="steps' must be >= 1"):
+        resolve_preset("vaegan", "demo", {"steps": 0})
+    with pytest.raises(ValueError, match="needs encoder_steps >= 1 and init_from"):
+        resolve_preset("gan", "demo", {"steps": 0})
+    with pytest.raises(ValueError, match="needs encoder_steps >= 1 and init_from"):
+        resolve_preset("gan", "demo", {"steps": 0, "encoder_steps": 0, "init_from": "gan-default"})
+    first = train("gan", data_dir=None, out_dir=tmp_path / "a", overrides=TINY_GAN, dataset=AstronautCrops(32),
+                  val_dataset=AstronautCrops(32, count=8, seed=1), progress=False)
+    second = train("gan", data_dir=None, out_dir=tmp_path / "b",
+                   overrides={**TINY_GAN, "steps": 0, "encoder_steps": 2, "init_from": first["model_path"]},
+                   dataset=AstronautCrops(32), val_dataset=AstronautCrops(32, count=8, seed=1), progress=False)
+    assert [r["phase"] for r in _lines(tmp_path / "b" / "metrics.jsonl")] == ["encoder", "encoder"]
+    # the generator is the file's, untouched; only the encoder trained
+    a, b = load_model(tmp_path / "a" / "model.pt"), load_model(tmp_path / "b" / "model.pt")
+    for (name, ta), tb in zip(a.generator.state_dict().items(), b.generator.state_dict().values()):
+        torch.testing.assert_close(ta, tb, msg=name)
+    assert not torch.equal(a.encoder.state_dict()["head.weight"], b.encoder.state_dict()["head.weight"])
+    assert second["step"] == 2

@@ -289,12 +289,12 @@ _AT_LEAST_1 = (1, True, None, False)
 _POSITIVE = (0, False, None, False)
 _NOT_NEGATIVE = (0, True, None, False)
 _RANGES: dict[str, tuple] = {
-    **dict.fromkeys(["steps", "batch_size", "checkpoint_every", "log_every", "val_every", "crops_per_image",
+    **dict.fromkeys(["batch_size", "checkpoint_every", "log_every", "val_every", "crops_per_image",
                      "epochs_per_pass", "downscale_to", "latent_dim", "tile", "g_width", "d_width", "e_width",
                      "max_channels", "width", "downsample", "crop", "prior_fit_batches"], _AT_LEAST_1),
     **dict.fromkeys(["lr_g", "lr_d", "lr_encoder", "lr", "lr_prior", "grad_clip", "quant_step"], _POSITIVE),
-    **dict.fromkeys(["seed", "num_workers", "threads", "warmup_steps", "max_time_s", "val_batches", "encoder_steps",
-                     "adv_start", "encoder_latent_weight", "msssim_weight", "kl_weight", "adv_weight",
+    **dict.fromkeys(["steps", "seed", "num_workers", "threads", "warmup_steps", "max_time_s", "val_batches",
+                     "encoder_steps", "adv_start", "encoder_latent_weight", "msssim_weight", "kl_weight", "adv_weight",
                      "rate_lambda"], _NOT_NEGATIVE),
     "lr_min_factor": (0, True, 1, True),
     "ema_decay": (0, True, 1, False),
@@ -359,6 +359,12 @@ def _check_ranges(kind: str, cfg: dict[str, Any]) -> None:
         if (v < low if low_in else v <= low) or (high is not None and (v > high if high_in else v >= high)):
             bounds = f"{'>=' if low_in else '>'} {low}" + (f" and {'<=' if high_in else '<'} {high}" if high else "")
             raise PresetError(f"setting {key!r} must be {bounds}, got {v!r}", key)
+    if kind == "vaegan" and cfg["steps"] < 1:
+        raise PresetError(f"setting 'steps' must be >= 1, got {cfg['steps']!r}", "steps")
+    if kind == "gan" and cfg["steps"] == 0 and not (cfg["encoder_steps"] >= 1 and cfg["init_from"]):
+        # no adversarial steps: only the inversion encoder trains, against a generator that must come from a file
+        raise PresetError("setting 'steps' = 0 trains only the inversion encoder: it needs encoder_steps >= 1 and "
+                          "init_from (the model whose generator it inverts)", "steps")
     if kind == "gan":
         betas = cfg["betas"]
         if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
