@@ -2,12 +2,13 @@
 
     python benchmarks/bench_refine.py IMAGES_DIR [--steps 0 20] [--quant-scales 0.7 1.0 1.4 2.0]
                                       [--steps-curve 0 5 10 20 40] [--curve-images 6] [--max-images N]
-                                      [--threads 2] [--json OUT.json]
+                                      [--threads 2] [--baselines webp avif] [--json OUT.json]
 
 For every image, the vaegan codec (C = 28, the default model unless $GENCOMP_VAEGAN_MODEL) encodes at each
-quant_scale with each refine_steps; WebP is swept over its quality in the same run as the baseline. Rates are
+quant_scale with each refine_steps; WebP (and with ``--baselines webp avif`` AVIF) is swept over its quality in
+the same run as the baseline. Rates are
 real file lengths, PSNR and MS-SSIM come from gencomp.metrics. Printed: mean bpp / PSNR / MS-SSIM / encode
-seconds per setting, BD-rate (PSNR) of each refinement level against no refinement and against WebP, and, at
+seconds per setting, BD-rate (PSNR) of each refinement level against no refinement and against each baseline, and, at
 quant_scale 1 on the first ``--curve-images`` images, PSNR and rate against refine_steps (dB per second).
 """
 
@@ -27,7 +28,7 @@ from gencomp.codecs import get_codec
 from gencomp.data.images import open_image
 from gencomp.metrics import ms_ssim, psnr
 
-WEBP_QUALITIES = (0, 2, 5, 10, 15, 20, 30, 40, 60)
+BASELINE_QUALITIES = {"webp": (0, 2, 5, 10, 15, 20, 30, 40, 60), "avif": (0, 5, 10, 15, 20, 30, 40, 60)}
 
 
 def _measure(codec, image) -> dict:
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--curve-images", type=int, default=6)
     ap.add_argument("--max-images", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--baselines", nargs="*", default=["webp"], choices=sorted(BASELINE_QUALITIES))
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -82,20 +84,21 @@ def main(argv: list[str] | None = None) -> int:
                   f"  MS-SSIM {mean['ms_ssim']:.4f}  encode {mean['encode_s']:.2f} s  decode {mean['decode_s']:.2f} s",
                   flush=True)
         curves[f"vaegan-c28 refine_steps={steps}"] = curve
-    webp = []
-    for quality in WEBP_QUALITIES:
-        codec = get_codec("webp", quality=quality)
-        webp.append({"quality": quality, **_mean([_measure(codec, im) for im in images])})
-    curves["webp"] = webp
+    for base in args.baselines:
+        rows = []
+        for quality in BASELINE_QUALITIES[base]:
+            codec = get_codec(base, quality=quality)
+            rows.append({"quality": quality, **_mean([_measure(codec, im) for im in images])})
+        curves[base] = rows
 
     anchor = curves[f"vaegan-c28 refine_steps={args.steps[0]}"]
     summary = {}
     for name, curve in curves.items():
-        if name == "webp":
+        if name in BASELINE_QUALITIES:
             continue
-        summary[name] = {"bd_rate_vs_no_refinement": _bd(curve, anchor), "bd_rate_vs_webp": _bd(curve, webp)}
-        print(f"{name}: BD-rate vs {args.steps[0]} steps {summary[name]['bd_rate_vs_no_refinement']}, "
-              f"vs WebP {summary[name]['bd_rate_vs_webp']}", flush=True)
+        summary[name] = {"bd_rate_vs_no_refinement": _bd(curve, anchor),
+                         **{f"bd_rate_vs_{base}": _bd(curve, curves[base]) for base in args.baselines}}
+        print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in summary[name].items()), flush=True)
 
     steps_curve = []
     for steps in args.steps_curve:

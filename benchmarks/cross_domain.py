@@ -1,0 +1,100 @@
+"""The poster's two claims on domain data: Table 1 in-domain (faces GAN) and the cross-domain matrix.
+
+    python benchmarks/cross_domain.py SHARDS_ROOT OUT_DIR [--domains photos faces aerial] [--max-images 12]
+        [--table1-images 48] [--steps-1000-images 12] [--photos-max-side 256] [--workers 2]
+
+SHARDS_ROOT holds one shard set per domain (``gencomp domains``; params.yaml ``domains``). Two evaluations, one
+results table, one report (gencomp.report, which adds the cross-domain table, its heatmap and Table 1 in-domain
+when results cover several domains):
+
+- the matrix: every installed zoo model of each kind (GAN inversion at 100 steps with float z, the poster's
+  Table 1 row; VAE-GAN at 28 channels with the codec's default refinement) and JPEG at quality 1, on the test
+  split of each domain (``--max-images`` images; photos downscaled to ``--photos-max-side`` so GAN inversion of
+  a whole photo stays affordable on a CPU);
+- Table 1 in-domain: the faces GAN on ``--table1-images`` held-out faces (identities never seen in training) at
+  100 steps with float z and 8/6/4-bit z, and 1000 steps on the first ``--steps-1000-images``, with JPEG (1%).
+
+Writes OUT_DIR/results.parquet and OUT_DIR/report/ (cross_domain.md, cross_domain.png, table1_in_domain_faces.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from gencomp.data.eval_sets import shard_images
+from gencomp.evaluate import expand_grid, run_grid, write_results
+from gencomp.models import zoo
+from gencomp.report import build_report
+
+
+def matrix_grid() -> list[dict]:
+    grid = []
+    for model in zoo.models(installed_only=True):
+        if model.kind == "gan":
+            grid.append({"codec": "gan-inversion", "settings": {"model": model.name, "steps": 100, "bits": 32},
+                         "label": f"GAN {model.name} (100 steps)", "tables": ["table1"]})
+        else:
+            grid.append({"codec": "vaegan", "settings": {"model": model.name, "channels": 28},
+                         "label": f"VAE-GAN {model.name} (28 channels)", "tables": ["table2"]})
+    grid.append({"codec": "jpeg", "settings": {"quality": 1}, "label": "JPEG (1%)", "tables": ["table1", "table2"]})
+    return grid
+
+
+def table1_grid(model: str) -> list[dict]:
+    rows = [({"steps": 100, "bits": 32}, "GAN (100 steps)"), ({"steps": 100, "bits": 8}, "Lossy 8 bits"),
+            ({"steps": 100, "bits": 6}, "Lossy 6 bits"), ({"steps": 100, "bits": 4}, "Lossy 4 bits")]
+    return [{"codec": "gan-inversion", "settings": {"model": model, **s}, "label": label,
+             "group": "GAN inversion (100 steps)", "tables": ["table1"]} for s, label in rows] + [
+        {"codec": "jpeg", "settings": {"quality": 1}, "label": "JPEG (1%)", "tables": ["table1"]}]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("shards_root", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--domains", nargs="+", default=["photos", "faces", "aerial"])
+    ap.add_argument("--max-images", type=int, default=12)
+    ap.add_argument("--table1-images", type=int, default=48)
+    ap.add_argument("--steps-1000-images", type=int, default=12)
+    ap.add_argument("--photos-max-side", type=int, default=256)
+    ap.add_argument("--faces-model", default="gan-faces")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    cache = args.out / "cache"
+    frames = []
+
+    t0 = time.perf_counter()
+    datasets = {d: shard_images(args.shards_root / d, "test", max_images=args.max_images,
+                                max_side=args.photos_max_side if d == "photos" else None) for d in args.domains}
+    frames.append(run_grid(expand_grid(matrix_grid()), datasets, cache_dir=cache, workers=args.workers,
+                           samples_dir=args.out / "samples", sample_images=1))
+    print(f"matrix: {len(frames[-1])} rows in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    if "faces" in args.domains and args.faces_model in zoo.names():
+        t1 = time.perf_counter()
+        faces = {"faces": shard_images(args.shards_root / "faces", "test", max_images=args.table1_images)}
+        table1 = run_grid(expand_grid(table1_grid(args.faces_model)), faces, cache_dir=cache, workers=args.workers)
+        frames.append(table1)
+        few = {"faces": faces["faces"][: args.steps_1000_images]}
+        long_row = [{"codec": "gan-inversion", "settings": {"model": args.faces_model, "steps": 1000, "bits": 32},
+                     "label": "GAN (1000 steps)", "tables": ["table1"]}]
+        frames.append(run_grid(expand_grid(long_row), few, cache_dir=cache, workers=args.workers))
+        print(f"table 1: {len(table1) + len(frames[-1])} rows in {time.perf_counter() - t1:.0f} s", flush=True)
+
+    results = pd.concat(frames, ignore_index=True)
+    results = results.drop_duplicates(subset=["dataset", "image", "cell"])  # JPEG (1%) is in both grids
+    write_results(results, args.out / "results.parquet")
+    written = build_report(results, args.out / "report", samples_dir=args.out / "samples", dataset="faces"
+                           if "faces" in args.domains else None, title="gencomp: in-domain and cross-domain")
+    print(f"done in {time.perf_counter() - t0:.0f} s:", ", ".join(sorted(written)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
