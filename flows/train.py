@@ -1,4 +1,4 @@
-"""Flows `train-gan` and `train-vaegan`.
+"""Flows `train-gan`, `train-vaegan` and `train-domain`.
 
 Two ways in, one training code path:
 - `dvc repro` runs `python -m flows.train_gan` / `flows.train_vaegan`: the flow trains with the preset named in
@@ -6,6 +6,9 @@ Two ways in, one training code path:
 - A Prefect deployment (`prefect deployment run train-vaegan/demo`) runs the same flow with ``via_dvc=True``:
   the flow writes the preset and overrides into params.yaml (comments kept), then runs `dvc exp run <stage>`,
   so the parameters land in params.yaml, the outputs in DVC's cache and the lineage in dvc.lock, exactly as for `dvc repro`.
+
+`train-domain` trains one model kind on one enabled domain (`python -m flows.train_domain gan faces`, the
+stage train_domain@gan-faces); its settings are the domain's entry under train_domains.
 """
 
 from __future__ import annotations
@@ -81,6 +84,26 @@ def _train(kind: str, preset: str | None, overrides: dict | None, via_dvc: bool)
     summary = train_task(kind, params().shard.out, p.out, p.preset, dict(p.overrides))
     print(f"train {kind} summary: {summary}")
     return summary
+
+
+def _train_domain(kind: str, domain: str) -> dict:
+    """The ``kind`` model of one enabled domain, on its shard set, with its train_domains presets (the tile or
+    crop set to the domain's side by gencomp.config)."""
+    p = params()
+    if domain not in p.domains.enabled:
+        raise ValueError(f"domain {domain!r} is not in domains.enabled ({p.domains.enabled or 'none'})")
+    if kind not in p.train_domains.kinds:
+        raise ValueError(f"model kind {kind!r} is not in train_domains.kinds ({p.train_domains.kinds or 'none'})")
+    preset, overrides = p.domain_training(kind, domain)
+    summary = train_task(kind, str(p.domains.shards_dir(domain)), str(p.train_domains.model_dir(kind, domain)),
+                         preset, overrides)
+    print(f"train {kind} on {domain} summary: {summary}")
+    return summary
+
+
+@flow(name="train-domain", log_prints=True)
+def train_domain_flow(kind: str, domain: str) -> dict:
+    return _train_domain(kind, domain)
 
 
 @flow(name="train-gan", log_prints=True)
