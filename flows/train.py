@@ -95,10 +95,34 @@ def _train_domain(kind: str, domain: str) -> dict:
     if kind not in p.train_domains.kinds:
         raise ValueError(f"model kind {kind!r} is not in train_domains.kinds ({p.train_domains.kinds or 'none'})")
     preset, overrides = p.domain_training(kind, domain)
-    summary = train_task(kind, str(p.domains.shards_dir(domain)), str(p.train_domains.model_dir(kind, domain)),
-                         preset, overrides)
+    data_dir, out_dir = p.domains.shards_dir(domain), p.train_domains.model_dir(kind, domain)
+    summary = train_task(kind, str(data_dir), str(out_dir), preset, overrides)
+    write_domain_sidecar(Path(summary["model_path"]), summary["fingerprint"], data_dir)
     print(f"train {kind} on {domain} summary: {summary}")
     return summary
+
+
+def write_domain_sidecar(model_path: Path, fingerprint: str, data_dir: Path) -> Path:
+    """``<model>.json`` beside the model, in the zoo's sidecar format: the training domain, its terms of use
+    and the shard manifest's hash, from the domain's shard manifest. The report reads the domain from it
+    (gencomp.models.zoo.model_domain), so a pipeline-trained domain model lands in the cross-domain matrix;
+    the terms travel with the file."""
+    import hashlib
+    import json
+
+    from gencomp.atomic import write_bytes_atomic
+    from gencomp.data.shards import MANIFEST_NAME
+
+    manifest_bytes = (data_dir / MANIFEST_NAME).read_bytes()
+    record = json.loads(manifest_bytes).get("domain") or {}
+    spec = record.get("spec") or {}
+    sidecar = {"domain": spec.get("name", data_dir.name), "terms": spec.get("terms", ""), "fingerprint": fingerprint,
+               "data": {"shards_manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+                        "source_sha256": record.get("source_sha256"),
+                        "split_counts": json.loads(manifest_bytes).get("split_counts")}}
+    path = model_path.with_suffix(".json")
+    write_bytes_atomic(path, (json.dumps(sidecar, indent=2) + "\n").encode())
+    return path
 
 
 @flow(name="train-domain", log_prints=True)

@@ -595,6 +595,21 @@ class Params(_Section):
                                    f"({self.domains.enabled or 'none'}); add {path.name!r} there")
         return self
 
+    def dataset_domains(self) -> dict[str, str]:
+        """The domain of each evaluation data set the settings make known (for the report's cross-domain table):
+        a domain's shard set (inside domains.out) is that domain, the scraped corpus's shards are photos. Other
+        data sets go by their name."""
+        out: dict[str, str] = {}
+        for dataset in self.evaluate.datasets:
+            if dataset.shards is None:
+                continue
+            path = Path(dataset.shards)
+            if path.parent == Path(self.domains.out):
+                out[dataset.name] = path.name
+            elif path == Path(self.shard.out):
+                out[dataset.name] = "photos"
+        return out
+
     def domain_training(self, kind: str, domain: str) -> tuple[str, dict[str, Any]]:
         """(preset, overrides) of the ``kind`` model trained on ``domain``: the domain's entry under
         train_domains, with the tile (GAN) or crop (VAE-GAN) set to the domain's side. Raises KeyPathError

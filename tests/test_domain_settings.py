@@ -157,3 +157,11 @@ def test_an_evaluation_set_of_a_domain_needs_the_domain_enabled(tmp_path):
     _refused(tmp_path, data, "evaluate.datasets[1].shards", "add 'faces' there")
     data["domains"]["enabled"] = ["faces"]
     assert [d.name for d in _load(tmp_path, data).evaluate.datasets] == ["test", "faces"]
+
+
+def test_each_evaluation_set_has_its_domain_for_the_report(tmp_path):
+    data = _repo_params()
+    data["domains"]["enabled"] = ["faces"]
+    data["evaluate"]["datasets"] += [{"name": "celeb-test", "shards": "data/domains/faces", "split": "test"},
+                                     {"name": "kodak", "dir": "../shared/data/kodak"}]
+    assert _load(tmp_path, data).dataset_domains() == {"test": "photos", "celeb-test": "faces"}

@@ -121,5 +121,10 @@ def test_a_domain_model_trains_at_the_domains_side(tmp_path, monkeypatch, prefec
     assert (out / "model.pt").is_file() and summary["step"] == 2
     saved = json.loads((out / "train_summary.json").read_text())
     assert saved["config"]["crop"] == 128, saved["config"]
+    sidecar = json.loads((out / "model.json").read_text())  # the report's cross-domain matrix reads the domain
+    assert sidecar["domain"] == "faces" and "no redistribution" in sidecar["terms"]
+    from gencomp.models.zoo import model_domain
+
+    assert model_domain(out / "model.pt", summary["fingerprint"]) == "faces"
     with pytest.raises(ValueError, match="'aerial' is not in domains.enabled"):
         train_domain_flow("vaegan", "aerial")
