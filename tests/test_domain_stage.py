@@ -128,3 +128,45 @@ def test_a_domain_model_trains_at_the_domains_side(tmp_path, monkeypatch, prefec
     assert model_domain(out / "model.pt", summary["fingerprint"]) == "faces"
     with pytest.raises(ValueError, match="'aerial' is not in domains.enabled"):
         train_domain_flow("vaegan", "aerial")
+
+
+@pytest.mark.slow
+def test_dvc_builds_and_trains_an_enabled_domain_through_foreach_and_matrix(tmp_path, prefect_api):
+    """In a copy of the repository with faces enabled (a synthetic folder) and VAE-GAN training only: `dvc repro
+    train_domain@vaegan-faces` runs domain@faces first, then the training; a second repro runs nothing; the
+    stages of a domain that is not enabled do not exist."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.repo_copy import commit, copy_repo
+
+    work = copy_repo(tmp_path / "repo")
+    faces = _faces_folder(tmp_path)
+    data = yaml.safe_load((work / "params.yaml").read_text())
+    data["domains"]["enabled"] = ["faces"]
+    data["domains"]["faces"]["folder"] = str(faces)
+    data["train_domains"]["kinds"] = ["vaegan"]
+    data["train_domains"]["faces"]["vaegan"]["overrides"] = {
+        "init_from": "vaegan-default", "steps": 2, "batch_size": 2, "val_batches": 1, "prior_fit_batches": 1}
+    (work / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    commit(work, "faces on")
+    dvc = shutil.which("dvc", path=str(Path(sys.executable).parent)) or "dvc"
+    env = {**os.environ, "PREFECT_API_URL": prefect_api,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    run = lambda *args: subprocess.run([dvc, *args], cwd=work, env=env, capture_output=True, text=True,  # noqa: E731
+                                       timeout=900)
+
+    stages = run("stage", "list", "--name-only").stdout.split()
+    assert {"domain@faces", "train_domain@vaegan-faces"} <= set(stages), stages
+    assert not [s for s in stages if "aerial" in s or "textures" in s or s.startswith("train_domain@gan")], stages
+    done = run("repro", "train_domain@vaegan-faces")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert done.stdout.index("Running stage 'domain@faces'") < done.stdout.index(
+        "Running stage 'train_domain@vaegan-faces'")
+    assert (work / "data" / "domains" / "faces" / "_manifest.json").is_file()
+    assert (work / "models" / "domains" / "vaegan-faces" / "model.json").is_file()
+    again = run("repro", "train_domain@vaegan-faces")
+    assert again.returncode == 0 and "Running stage" not in again.stdout, again.stdout
