@@ -1,4 +1,4 @@
-"""Flows `train-gan` and `train-vaegan`.
+"""Flows `train-gan`, `train-vaegan` and `train-domain`.
 
 Two ways in, one training code path:
 - `dvc repro` runs `python -m flows.train_gan` / `flows.train_vaegan`: the flow trains with the preset named in
@@ -6,6 +6,9 @@ Two ways in, one training code path:
 - A Prefect deployment (`prefect deployment run train-vaegan/demo`) runs the same flow with ``via_dvc=True``:
   the flow writes the preset and overrides into params.yaml (comments kept), then runs `dvc exp run <stage>`,
   so the parameters land in params.yaml, the outputs in DVC's cache and the lineage in dvc.lock, exactly as for `dvc repro`.
+
+`train-domain` trains one model kind on one enabled domain (`python -m flows.train_domain gan faces`, the
+stage train_domain@gan-faces); its settings are the domain's entry under train_domains.
 """
 
 from __future__ import annotations
@@ -81,6 +84,50 @@ def _train(kind: str, preset: str | None, overrides: dict | None, via_dvc: bool)
     summary = train_task(kind, params().shard.out, p.out, p.preset, dict(p.overrides))
     print(f"train {kind} summary: {summary}")
     return summary
+
+
+def _train_domain(kind: str, domain: str) -> dict:
+    """The ``kind`` model of one enabled domain, on its shard set, with its train_domains presets (the tile or
+    crop set to the domain's side by gencomp.config)."""
+    p = params()
+    if domain not in p.domains.enabled:
+        raise ValueError(f"domain {domain!r} is not in domains.enabled ({p.domains.enabled or 'none'})")
+    if kind not in p.train_domains.kinds:
+        raise ValueError(f"model kind {kind!r} is not in train_domains.kinds ({p.train_domains.kinds or 'none'})")
+    preset, overrides = p.domain_training(kind, domain)
+    data_dir, out_dir = p.domains.shards_dir(domain), p.train_domains.model_dir(kind, domain)
+    summary = train_task(kind, str(data_dir), str(out_dir), preset, overrides)
+    write_domain_sidecar(Path(summary["model_path"]), summary["fingerprint"], data_dir)
+    print(f"train {kind} on {domain} summary: {summary}")
+    return summary
+
+
+def write_domain_sidecar(model_path: Path, fingerprint: str, data_dir: Path) -> Path:
+    """``<model>.json`` beside the model, in the zoo's sidecar format: the training domain, its terms of use
+    and the shard manifest's hash, from the domain's shard manifest. The report reads the domain from it
+    (gencomp.models.zoo.model_domain), so a pipeline-trained domain model lands in the cross-domain matrix;
+    the terms travel with the file."""
+    import hashlib
+    import json
+
+    from gencomp.atomic import write_bytes_atomic
+    from gencomp.data.shards import MANIFEST_NAME
+
+    manifest_bytes = (data_dir / MANIFEST_NAME).read_bytes()
+    record = json.loads(manifest_bytes).get("domain") or {}
+    spec = record.get("spec") or {}
+    sidecar = {"domain": spec.get("name", data_dir.name), "terms": spec.get("terms", ""), "fingerprint": fingerprint,
+               "data": {"shards_manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+                        "source_sha256": record.get("source_sha256"),
+                        "split_counts": json.loads(manifest_bytes).get("split_counts")}}
+    path = model_path.with_suffix(".json")
+    write_bytes_atomic(path, (json.dumps(sidecar, indent=2) + "\n").encode())
+    return path
+
+
+@flow(name="train-domain", log_prints=True)
+def train_domain_flow(kind: str, domain: str) -> dict:
+    return _train_domain(kind, domain)
 
 
 @flow(name="train-gan", log_prints=True)

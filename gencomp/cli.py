@@ -288,6 +288,50 @@ def shard(
 
 
 @app.command()
+def domains(
+    names: Annotated[Optional[list[str]], typer.Argument(
+        help="Domains to build (entries of params.yaml's domains section); default: those in domains.enabled.")
+    ] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Parent folder: each domain goes to OUT/<name> (default: domains.out).")] = None,
+    folder: Annotated[Optional[Path], typer.Option(
+        help="Read the images from this folder instead of domains.<name>.folder (one domain only).")] = None,
+    params_path: Annotated[Path, typer.Option("--params", help="The params file that defines the domains.")
+                           ] = Path("params.yaml"),
+) -> None:
+    """Build narrow domains (faces, aerial scenes...) as shard sets: cut, resized, split by group, terms kept."""
+    from gencomp.config import ParamsError, load_params
+    from gencomp.data.domains import build_domain_shards
+
+    try:
+        p = load_params(params_path).domains
+    except ParamsError as exc:
+        fail(str(exc))
+    names = list(names or p.enabled)
+    if not names:
+        fail(f"no domain named and none enabled in {params_path} (domains.enabled); "
+             f"domains: {', '.join(sorted(p.entries)) or 'none'}")
+    unknown = [name for name in names if name not in p.entries]
+    if unknown:
+        fail(f"no domain {unknown[0]!r} in {params_path}; domains: {', '.join(sorted(p.entries)) or 'none'}")
+    if folder is not None and len(names) != 1:
+        fail(f"--folder replaces one domain's folder; name exactly one domain, not {len(names)}")
+    parent = out if out is not None else Path(p.out)
+
+    def build() -> dict:
+        done = {}
+        for name in names:
+            manifest = build_domain_shards(p.entries[name].spec(name), parent / name, folder=folder)
+            record = manifest["domain"]
+            done[name] = {"out": str(parent / name), "images": record["images"], "refused": len(record["refused"]),
+                          "split_counts": manifest.get("split_counts"), "up_to_date": manifest["up_to_date"],
+                          "terms": record["spec"]["terms"]}
+        return done
+
+    _run_and_print(f"building {', '.join(names)}...", build)
+
+
+@app.command()
 def train(
     kind: Annotated[str, typer.Argument(help="gan or vaegan.")],
     data: Annotated[Path, typer.Option(help="Shards folder (from `gencomp shard` or the shard stage).")],

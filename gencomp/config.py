@@ -212,31 +212,157 @@ class ShardParams(_Section):
     @field_validator("split")
     @classmethod
     def _fractions(cls, split: dict[str, float]) -> dict[str, float]:
-        if set(split) != {"train", "val", "test"}:
-            raise ValueError(f"split needs exactly train, val and test; got {sorted(split)}")
-        if any(v < 0 for v in split.values()) or abs(sum(split.values()) - 1.0) > 1e-6:
-            raise ValueError(f"split fractions must be >= 0 and sum to 1; got {split}")
-        return split
+        return check_split(split)
 
 
-class TrainParams(_Section):
-    """One training stage; ``preset`` and ``overrides`` are checked against the preset tables by :class:`Params`,
-    which knows the stage's model kind."""
+def check_split(split: dict[str, float]) -> dict[str, float]:
+    """Train, val and test fractions (what the loader and the evaluation sets read), >= 0 and summing to 1."""
+    if set(split) != {"train", "val", "test"}:
+        raise ValueError(f"split needs exactly train, val and test; got {sorted(split)}")
+    if any(v < 0 for v in split.values()) or abs(sum(split.values()) - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must be >= 0 and sum to 1; got {split}")
+    return split
 
-    out: str
+
+class TrainSettings(_Section):
+    """A preset and overrides of one model kind's training; checked against the preset tables by :class:`Params`,
+    which knows the kind."""
+
     preset: str = "demo"
     overrides: dict[str, Any] = {}
 
-    def check(self, kind: str) -> None:
+    def check(self, kind: str, fixed: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The resolved training settings, with ``fixed`` (settings the stage sets itself) applied on top of the
+        overrides; KeyPathError names the preset or the override that is wrong."""
         from gencomp.train.presets import PresetError, resolve_preset
 
         try:
-            resolve_preset(kind, self.preset, self.overrides)
+            return resolve_preset(kind, self.preset, {**self.overrides, **(fixed or {})})
         except PresetError as exc:
             if exc.key is None:
                 raise KeyPathError(("preset",), str(exc)) from None
             where = ("overrides", exc.key) if exc.key in self.overrides else ("preset",)
             raise KeyPathError(where, str(exc)) from None
+
+
+class TrainParams(TrainSettings):
+    """One training stage on the scraped corpus (train_gan, train_vaegan)."""
+
+    out: str
+
+
+class DomainParams(_Section):
+    """One narrow image domain (faces, aerial scenes, textures...): the fields of
+    :class:`gencomp.data.domains.DomainSpec`, whose name is this entry's key under ``domains``. The defaults are
+    DomainSpec's (tests/test_domain_settings.py keeps them equal); DomainSpec's own checks run on every entry."""
+
+    folder: str = Field(description="Folder of the domain's images (read only; relative to the repository root).")
+    crop_box: list[int] | None = Field(
+        None, min_length=4, max_length=4, description="[left, top, right, bottom] pixels cut from every image."
+    )
+    center_crop: int | None = Field(None, ge=0, description="Side of a centred square crop (0: the largest square).")
+    size: int | None = Field(None, ge=8, le=4096, description="Resize the (square) cut to size x size (Lanczos).")
+    max_short_side: int | None = Field(None, ge=16, description="Only cap the short side (photos of every shape).")
+    group_by: Literal["parent", "file"] = Field(
+        "file", description="parent: a file's folder in MANIFEST.tsv is its group (faces: the person); file: none."
+    )
+    quality: int = Field(90, ge=1, le=100, description="JPEG quality of the stored images.")
+    split: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
+    salt: str = "gencomp"
+    terms: str = Field("", description="Terms of use of the images, carried into the shards and the models.")
+
+    @field_validator("split")
+    @classmethod
+    def _fractions(cls, split: dict[str, float]) -> dict[str, float]:
+        return check_split(split)
+
+    def spec(self, name: str):
+        """The library's DomainSpec of this entry (raises its DomainError on a setting it refuses)."""
+        from gencomp.data.domains import DomainSpec  # lazy: the domain module pulls in pandas and Pillow
+
+        fields = self.model_dump()
+        fields["crop_box"] = tuple(self.crop_box) if self.crop_box is not None else None
+        return DomainSpec(name=name, **fields)
+
+    @property
+    def side(self) -> int | None:
+        """The side of every image of the domain when they are all one square size (what a domain model's tile
+        or crop must be); None when the preparation leaves sizes free."""
+        if self.size is not None:
+            return self.size
+        if self.center_crop:
+            return self.center_crop
+        if self.crop_box is not None and self.max_short_side is None:
+            left, top, right, bottom = self.crop_box
+            if right - left == bottom - top:
+                return right - left
+        return None
+
+
+class DomainsParams(_Section):
+    """The narrow domains: one entry per domain (any name but ``out`` and ``enabled``), built into
+    ``<out>/<name>`` only when listed in ``enabled``; a domain not enabled is never read."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+    __pydantic_extra__: dict[str, DomainParams] = Field(init=False)
+
+    out: str = Field("data/domains", description="Parent folder of the domain shard sets: <out>/<name>.")
+    enabled: list[str] = Field(
+        [], description="Domains the pipeline builds (and trains on, see train_domains); their folders must exist."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DomainsParams:
+        from gencomp.data.domains import DomainError
+
+        for name, entry in self.entries.items():
+            try:
+                entry.spec(name)
+            except DomainError as exc:
+                raise KeyPathError((name,), str(exc)) from None
+        for i, name in enumerate(self.enabled):
+            if name not in self.entries:
+                raise KeyPathError(("enabled", i), f"no domain {name!r}; domains: {sorted(self.entries) or 'none'}")
+            if self.enabled.index(name) != i:
+                raise KeyPathError(("enabled", i), f"domain {name!r} is listed twice")
+        return self
+
+    @property
+    def entries(self) -> dict[str, DomainParams]:
+        return dict(self.__pydantic_extra__ or {})
+
+    def shards_dir(self, name: str) -> Path:
+        """Where the pipeline writes domain ``name``'s shard set."""
+        return Path(self.out) / name
+
+
+class DomainTraining(_Section):
+    """Training on one domain: a preset and overrides per model kind. The stage sets the GAN's ``tile`` and the
+    VAE-GAN's ``crop`` to the domain's side itself, so the overrides may not."""
+
+    gan: TrainSettings = TrainSettings(preset="finetune")
+    vaegan: TrainSettings = TrainSettings(preset="finetune")
+
+
+class TrainDomainsParams(_Section):
+    """Models trained on the enabled domains, one per (kind in ``kinds``) x (domain), each in
+    ``<out>/<kind>-<domain>``; an entry per enabled domain gives its presets (e.g. a zoo model to start from)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+    __pydantic_extra__: dict[str, DomainTraining] = Field(init=False)
+    SIZE_KEYS: ClassVar[dict[str, str]] = {"gan": "tile", "vaegan": "crop"}
+
+    out: str = Field("models/domains", description="Parent folder of the domain models: <out>/<kind>-<domain>.")
+    kinds: list[Literal["gan", "vaegan"]] = Field(
+        ["gan", "vaegan"], description="Model kinds trained on every enabled domain ([]: none, evaluation only)."
+    )
+
+    @property
+    def entries(self) -> dict[str, DomainTraining]:
+        return dict(self.__pydantic_extra__ or {})
+
+    def model_dir(self, kind: str, domain: str) -> Path:
+        return Path(self.out) / f"{kind}-{domain}"
 
 
 class EvalDataset(_Section):
@@ -419,8 +545,10 @@ class Params(_Section):
     scrape: ScrapeParams = ScrapeParams()
     dedupe: DedupeParams = DedupeParams()
     shard: ShardParams = ShardParams()
+    domains: DomainsParams = DomainsParams()
     train_gan: TrainParams = TrainParams(out="models/gan")
     train_vaegan: TrainParams = TrainParams(out="models/vaegan")
+    train_domains: TrainDomainsParams = TrainDomainsParams()
     evaluate: EvaluateParams
     report: ReportParams = ReportParams()
     deployments: DeploymentsParams = DeploymentsParams()
@@ -440,6 +568,77 @@ class Params(_Section):
             except KeyPathError as exc:
                 raise KeyPathError((f"train_{kind}", *exc.path), str(exc)) from None
         return self
+
+    @model_validator(mode="after")
+    def _domain_training(self) -> Params:
+        unknown = sorted(set(self.train_domains.entries) - set(self.domains.entries))
+        if unknown:
+            raise KeyPathError(("train_domains", unknown[0]),
+                               f"no domain {unknown[0]!r} under domains; domains: {sorted(self.domains.entries)}")
+        if self.train_domains.kinds:
+            for domain in self.domains.enabled:
+                for kind in self.train_domains.kinds:
+                    self.domain_training(kind, domain)  # raises naming the key
+        return self
+
+    @model_validator(mode="after")
+    def _domain_datasets(self) -> Params:
+        """An evaluation set inside domains.out is a domain the pipeline builds, so it must be enabled."""
+        root = Path(self.domains.out)
+        for i, dataset in enumerate(self.evaluate.datasets):
+            if dataset.shards is None:
+                continue
+            path = Path(dataset.shards)
+            if path.parent == root and path.name not in self.domains.enabled:
+                raise KeyPathError(("evaluate", "datasets", i, "shards"),
+                                   f"{dataset.shards} is built only for a domain in domains.enabled "
+                                   f"({self.domains.enabled or 'none'}); add {path.name!r} there")
+        return self
+
+    def dataset_domains(self) -> dict[str, str]:
+        """The domain of each evaluation data set the settings make known (for the report's cross-domain table):
+        a domain's shard set (inside domains.out) is that domain, the scraped corpus's shards are photos. Other
+        data sets go by their name."""
+        out: dict[str, str] = {}
+        for dataset in self.evaluate.datasets:
+            if dataset.shards is None:
+                continue
+            path = Path(dataset.shards)
+            if path.parent == Path(self.domains.out):
+                out[dataset.name] = path.name
+            elif path == Path(self.shard.out):
+                out[dataset.name] = "photos"
+        return out
+
+    def domain_training(self, kind: str, domain: str) -> tuple[str, dict[str, Any]]:
+        """(preset, overrides) of the ``kind`` model trained on ``domain``: the domain's entry under
+        train_domains, with the tile (GAN) or crop (VAE-GAN) set to the domain's side. Raises KeyPathError
+        naming the setting that prevents it."""
+        entries = self.train_domains.entries
+        if domain not in entries:
+            raise KeyPathError(("train_domains", domain),
+                               f"domain {domain!r} is enabled and trains {self.train_domains.kinds}: give its "
+                               f"presets here, e.g. {{gan: {{preset: finetune}}, vaegan: {{preset: finetune}}}} "
+                               "(or set train_domains.kinds: [])")
+        settings: TrainSettings = getattr(entries[domain], kind)
+        where = ("train_domains", domain, kind)
+        size_key = TrainDomainsParams.SIZE_KEYS[kind]
+        if size_key in settings.overrides:
+            raise KeyPathError((*where, "overrides", size_key),
+                               f"{size_key} is the domain's side, set from domains.{domain}; remove it here")
+        side = self.domains.entries[domain].side
+        if side is None:
+            raise KeyPathError(("domains", domain, "size"),
+                               f"training on domain {domain!r} needs square images of one size (the {kind} "
+                               f"{size_key}); set size, or a non-zero center_crop")
+        if kind == "gan" and side & (side - 1):
+            raise KeyPathError(("domains", domain, "size"),
+                               f"a GAN's tile is the domain's side and must be a power of two, got {side}")
+        try:
+            settings.check(kind, {size_key: side})
+        except KeyPathError as exc:
+            raise KeyPathError((*where, *exc.path), str(exc)) from None
+        return settings.preset, {**settings.overrides, size_key: side}
 
 
 def key_path(loc: tuple[str | int, ...]) -> str:

@@ -23,11 +23,11 @@ from tests.conftest import REPO
 PACKAGES = ("gencomp", "flows", "scraper")
 _DOTTED = ("gencomp.", "flows.", "scraper.")
 # Imports that check settings and never shape a stage's outputs: every stage validates the whole params.yaml
-# (gencomp/config.py), and for that config looks up the codec registry, the evaluation grid's rules and the
-# training presets. A change there can make a stage refuse its params, not compute something else, so it is no
+# (gencomp/config.py), and for that config looks up the codec registry, the evaluation grid's rules, the
+# training presets and the domain spec's checks. A change there can make a stage refuse its params, not compute something else, so it is no
 # dependency of the stages that do not otherwise use those modules.
 VALIDATION_ONLY = {"gencomp/config.py": {"gencomp.codecs", "gencomp.codecs.base", "gencomp.evaluate",
-                                         "gencomp.train.presets"}}
+                                         "gencomp.train.presets", "gencomp.data.domains"}}
 
 
 def module_file(name: str) -> Path | None:
@@ -78,7 +78,19 @@ def import_closure(start: Path) -> set[Path]:
 
 
 def _stages() -> dict[str, dict]:
-    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    """Every stage of dvc.yaml; a `foreach` or `matrix` stage (one per domain...) as its template, so that it is
+    checked even when params.yaml generates none of it (no domain enabled)."""
+    stages = {}
+    for name, spec in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items():
+        if "foreach" in spec:
+            spec = spec["do"]
+        stages[name] = {k: v for k, v in spec.items() if k != "matrix"}
+    return stages
+
+
+def _templated(path: str) -> bool:
+    """A path made of settings (``${domains.out}/${item}``): data, not code, and absent unless generated."""
+    return "${" in path
 
 
 def _flow_module(cmd: str) -> str:
@@ -102,6 +114,15 @@ def test_every_module_a_stage_imports_is_one_of_its_deps(stage):
     assert not missing, f"dvc.yaml stage {stage!r} uses these modules but does not depend on them: {missing}"
 
 
+def test_templated_stages_are_checked_as_templates():
+    """The domain stages exist only for enabled domains (none by default): their templates are still checked,
+    and their flows are the modules the command names."""
+    stages = _stages()
+    assert _flow_module(stages["domain"]["cmd"]) == "flows.domains"
+    assert _flow_module(stages["train_domain"]["cmd"]) == "flows.train_domain"
+    assert "gencomp/data/domains.py" in stages["domain"]["deps"]
+
+
 def test_the_closure_follows_lazy_imports_and_module_strings():
     """The scanner itself: imports inside functions, and modules Scrapy or a subprocess load by name."""
     train = {p.relative_to(REPO).as_posix() for p in import_closure(REPO / "flows" / "train_vaegan.py")}
@@ -122,7 +143,7 @@ def test_changing_a_library_module_a_stage_uses_makes_dvc_report_it_changed(tmp_
     for stage, spec in _stages().items():  # stand-ins for every output and input, so `dvc commit` records them
         for entry in spec.get("outs", []) + spec.get("metrics", []) + spec.get("plots", []) + spec["deps"]:
             target = work / (entry if isinstance(entry, str) else next(iter(entry)))
-            if target.exists():
+            if _templated(str(target)) or target.exists():
                 continue
             if not target.suffix:
                 target.mkdir(parents=True, exist_ok=True)
