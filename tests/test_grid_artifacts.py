@@ -69,3 +69,19 @@ def test_bad_inputs_are_refused():
         grid_pattern(image, image, 1)
     with pytest.raises(ValueError, match="reconstruction is"):
         grid_pattern(image, image[:256], 16)
+
+
+def test_the_shipped_vaegan_leaves_no_pattern_on_its_grids():
+    """kodim04 (256x256 crop, released for unrestricted use) through the shipped VAE-GAN at 28 channels: the
+    repeating part of its error on the 4-px grid of the sub-pixel stages and on the 16-px latent grid. The first
+    shipped model (plain sub-pixel decoder) left 0.97 and 1.16 grey levels there on this crop (1.28 / 1.74 on
+    Kodak); the blurred decoder 0.07 / 0.07, about what WebP and AVIF leave (BENCHMARKS.md)."""
+    from pathlib import Path
+
+    from gencomp.codecs import get_codec
+
+    image = Image.open(Path(__file__).parent / "fixtures" / "kodim04-crop256.png").convert("RGB")
+    codec = get_codec("vaegan", channels=28, refine_steps=0)
+    decoded = codec.decode(codec.encode(image))
+    for period in (4, 16):
+        assert grid_pattern(image, decoded, period).pattern < 0.4, period
