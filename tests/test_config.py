@@ -136,8 +136,11 @@ def test_training_presets_and_overrides_are_checked_at_load(tmp_path):
     data = _repo_params()
     data["train_gan"]["overrides"] = {"lr_g": -1.0}
     _refused(tmp_path, data, "train_gan.overrides.lr_g", "must be > 0")
-    data["train_gan"]["overrides"] = {"steps": 0}
-    _refused(tmp_path, data, "train_gan.overrides.steps", "must be >= 1")
+    data["train_gan"]["overrides"] = {"steps": -1}
+    _refused(tmp_path, data, "train_gan.overrides.steps", "must be >= 0")
+    # steps = 0 trains only the inversion encoder of the init_from model: it needs encoder steps
+    data["train_gan"]["overrides"] = {"steps": 0, "encoder_steps": 0}
+    _refused(tmp_path, data, "train_gan.overrides.steps", "needs encoder_steps >= 1 and init_from")
     data["train_gan"]["overrides"] = {"ema_decay": 1.0}
     _refused(tmp_path, data, "train_gan.overrides.ema_decay", "< 1")
     data["train_gan"]["overrides"] = {"compile": 1}
@@ -146,6 +149,8 @@ def test_training_presets_and_overrides_are_checked_at_load(tmp_path):
     data = _repo_params()
     data["train_vaegan"]["overrides"] = {"stepz": 10}
     _refused(tmp_path, data, "train_vaegan.overrides.stepz", "valid keys: ")
+    data["train_vaegan"]["overrides"] = {"steps": 0}
+    _refused(tmp_path, data, "train_vaegan.overrides.steps", "must be >= 1")
     data["train_vaegan"]["overrides"] = {"crop": 40}
     _refused(tmp_path, data, "train_vaegan.overrides.crop", "divisible by downsample")
     data["train_vaegan"]["overrides"] = {}
