@@ -148,7 +148,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "width": 32,
             "d_width": 16,
             "downsample": 16,
-            "upsample": "subpixel-blur",  # "subpixel-blur" (no grid pattern), "subpixel" (the first shipped model) or "nearest"
+            "upsample": "subpixel",  # the other presets train "subpixel-blur" (no grid pattern); the demo keeps
+            # "subpixel", so demo runs started before that change still resume (tests/test_train_old_checkpoints.py)
             "lr": 5e-4,
             "lr_prior": 1e-2,
             "lr_d": 2e-4,
