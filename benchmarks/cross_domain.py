@@ -67,7 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.out / "cache"
-    frames = []
 
     t0 = time.perf_counter()
     datasets = {d: shard_images(args.shards_root / d, "test", max_images=args.max_images,

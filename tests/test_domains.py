@@ -11,7 +11,7 @@ from PIL import Image
 from gencomp.data import domains
 from gencomp.data.domains import DomainError, DomainSpec, build_domain_shards, prepare
 from gencomp.data.loader import ShardDataset, iter_split_images
-from gencomp.data.shards import ShardError, read_manifest, verify_shards
+from gencomp.data.shards import ShardError, verify_shards
 
 FACE_BOX = (0, 20, 178, 198)
 

@@ -197,7 +197,7 @@ def test_hostile_hyperprior_files_are_refused(hp_path):
         "z not in words": _repack(data, params={**c.params, "z": z - 1}),
         "z zero": _repack(data, params={**c.params, "z": 0}),
     }
-    for name, bad in cases.items():
+    for bad in cases.values():
         with pytest.raises(MalformedHeader):
             decode_file(bad, model=hp_path)
     corrupt = {
@@ -208,7 +208,7 @@ def test_hostile_hyperprior_files_are_refused(hp_path):
         "z section grown": _repack(data, payload=c.payload[:z] + b"\x01\x00\x00\x00" + c.payload[z:],
                                    params={**c.params, "z": z + 4}),
     }
-    for name, bad in corrupt.items():
+    for bad in corrupt.values():
         with pytest.raises(CorruptPayload):
             decode_file(bad, model=hp_path)
 

@@ -285,7 +285,7 @@ class ModelCodec(Codec):
     def check_header(self, header: Header) -> None:
         super().check_header(header)
         try:
-            self.loaded
+            _ = self.loaded  # loading checks the model's kind
         except ValueError as exc:  # a model of the other kind: not the model this file was written with
             if "needs a" not in str(exc):
                 raise

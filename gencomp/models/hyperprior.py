@@ -104,7 +104,10 @@ class Hyperprior(nn.Module):
     @staticmethod
     def z_size(height: int, width: int) -> tuple[int, int]:
         """z's rows and columns for a latent of ``height`` x ``width`` (two ceil-halvings)."""
-        return -(-(-(-height // 2)) // 2), -(-(-(-width // 2)) // 2)
+        def halve(n: int) -> int:
+            return -(-n // 2)
+
+        return halve(halve(height)), halve(halve(width))
 
     def analyse(self, y: torch.Tensor) -> torch.Tensor:
         """y (N, latent_channels, h, w), the channels not coded already zeroed -> z (N, channels, ceil(h/4), ...)."""
