@@ -28,6 +28,7 @@ from gencomp.codecs.vaegan import VAEGANCodec
 from gencomp.models import VAEGAN, GaussianChannelPrior, Generator, InversionEncoder, ModelFileError, load_model
 from gencomp.models import save_gan, save_vaegan
 from gencomp.models.hyperprior import Hyperprior
+from tests.gcz_files import repack
 
 _BUDGET_MB = 160  # under what decoding a 7900x7900 JPEG or holding a 200 MB payload would take
 _CPU_S = 60
@@ -78,14 +79,6 @@ def _image(width: int = 40, height: int = 24) -> Image.Image:
     return Image.fromarray(np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8), "RGB")
 
 
-def _repack(data: bytes, **changes) -> bytes:
-    """The same file with header fields or payload changed, and a correct CRC (to reach the checks behind it)."""
-    c = unpack(data)
-    fields = dict(codec_id=c.codec_id, width=c.width, height=c.height, payload=c.payload,
-                  fingerprint=c.fingerprint, params=c.params)
-    fields.update(changes)
-    return pack(**fields)
-
 
 def _jxl_codestream(width: int, height: int) -> bytes:
     """A JPEG XL codestream whose SizeHeader declares ``width`` x ``height``, followed by junk."""
@@ -132,25 +125,25 @@ def hostile(models, tmp_path_factory):
     vae_hp = get_codec("vaegan", model=models["vaegan_hp"], refine_steps=0).encode(image)
     files = {
         # the issue's 195 KB gan file declaring 8000x8000: over the learned limit
-        "gan_8000x8000": (_repack(gan_entropy, width=8000, height=8000), models["gan"], "LimitExceeded"),
+        "gan_8000x8000": (repack(gan_entropy, width=8000, height=8000), models["gan"], "LimitExceeded"),
         # under the pixel limit, but the payload cannot hold that many latents
-        "gan_4000x4000": (_repack(gan_entropy, width=4000, height=4000), models["gan"], "CorruptPayload"),
-        "gan_1bit_4000x4000": (_repack(gan_1bit, width=4000, height=4000), models["gan"], "CorruptPayload"),
-        "vaegan_8000x8000": (_repack(vae, width=8000, height=8000), models["vaegan"], "LimitExceeded"),
-        "vaegan_4000x4000": (_repack(vae, width=4000, height=4000), models["vaegan"], "CorruptPayload"),
-        "vaegan_raw_4000x4000": (_repack(vae_raw, width=4000, height=4000), models["vaegan"], "CorruptPayload"),
+        "gan_4000x4000": (repack(gan_entropy, width=4000, height=4000), models["gan"], "CorruptPayload"),
+        "gan_1bit_4000x4000": (repack(gan_1bit, width=4000, height=4000), models["gan"], "CorruptPayload"),
+        "vaegan_8000x8000": (repack(vae, width=8000, height=8000), models["vaegan"], "LimitExceeded"),
+        "vaegan_4000x4000": (repack(vae, width=4000, height=4000), models["vaegan"], "CorruptPayload"),
+        "vaegan_raw_4000x4000": (repack(vae_raw, width=4000, height=4000), models["vaegan"], "CorruptPayload"),
         # a few more latents than the payload holds (within what its length could carry): the ANS decoder
         # would read zeros past the end of the stream
-        "vaegan_40x28_same_payload": (_repack(vae, height=28), models["vaegan"], "CorruptPayload"),
-        "gan_40x32_same_payload": (_repack(gan_entropy, height=32), models["gan"], "CorruptPayload"),
-        "vaegan_word_appended": (_repack(vae, payload=vae_payload + b"\x01\x00\x00\x00"), models["vaegan"],
+        "vaegan_40x28_same_payload": (repack(vae, height=28), models["vaegan"], "CorruptPayload"),
+        "gan_40x32_same_payload": (repack(gan_entropy, height=32), models["gan"], "CorruptPayload"),
+        "vaegan_word_appended": (repack(vae, payload=vae_payload + b"\x01\x00\x00\x00"), models["vaegan"],
                                  "CorruptPayload"),
         "jxl_declares_30000x30000": (pack(codec_id=4, width=64, height=48, payload=_jxl_codestream(30000, 30000),
                                           params={"q": 90}), None, "CorruptPayload"),
         "valid_vaegan": (vae, models["vaegan"], "ok 40x24"),
         # the hyperprior's z section cannot hold z for that size: refused from the header, before h_s runs
-        "vaegan_hp_4000x4000": (_repack(vae_hp, width=4000, height=4000), models["vaegan_hp"], "CorruptPayload"),
-        "vaegan_hp_word_appended": (_repack(vae_hp, payload=unpack(vae_hp).payload + b"\x01\x00\x00\x00"),
+        "vaegan_hp_4000x4000": (repack(vae_hp, width=4000, height=4000), models["vaegan_hp"], "CorruptPayload"),
+        "vaegan_hp_word_appended": (repack(vae_hp, payload=unpack(vae_hp).payload + b"\x01\x00\x00\x00"),
                                     models["vaegan_hp"], "CorruptPayload"),
         "valid_vaegan_hp": (vae_hp, models["vaegan_hp"], "ok 40x24"),
     }

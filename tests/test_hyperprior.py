@@ -17,11 +17,12 @@ import torch
 from PIL import Image
 
 from gencomp.codecs import decode_file, get_codec
-from gencomp.codecs.container import CorruptPayload, MalformedHeader, pack, unpack
+from gencomp.codecs.container import CorruptPayload, MalformedHeader, unpack
 from gencomp.models import VAEGAN, GaussianChannelPrior, ModelFileError, load_model, save_vaegan
 from gencomp.models.hyperprior import (SCALE_LEVELS, SCALE_MAX, Hyperprior, log_scale_table, scale_indices,
                                        scale_table)
 from gencomp.models.prior import SCALE_MIN
+from tests.gcz_files import repack
 
 torch.set_num_threads(1)
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
@@ -32,13 +33,6 @@ def _photo(width: int = 72, height: int = 40) -> Image.Image:
     rgb = np.stack([x * 3 + 20 * np.sin(y / 3), y * 5 + 10 * np.cos(x / 4), (x + y) * 2], axis=-1)
     return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
 
-
-def _repack(data: bytes, **changes) -> bytes:
-    c = unpack(data)
-    fields = dict(codec_id=c.codec_id, width=c.width, height=c.height, payload=c.payload,
-                  fingerprint=c.fingerprint, params=c.params)
-    fields.update(changes)
-    return pack(**fields)
 
 
 def _hyper_model(path: Path, seed: int = 0) -> Path:
@@ -179,12 +173,12 @@ def test_channel_files_are_refused_by_a_hyperprior_model_and_back(hp_path):
     data = get_codec("vaegan", model=hp_path, channels=4, refine_steps=0).encode(image)
     params = dict(unpack(data).params)
     with pytest.raises(MalformedHeader, match="per-channel prior"):
-        decode_file(_repack(data, params={k: v for k, v in params.items() if k != "z"} | {"s": 0}), model=hp_path)
+        decode_file(repack(data, params={k: v for k, v in params.items() if k != "z"} | {"s": 0}), model=hp_path)
     with pytest.raises(MalformedHeader):  # s = 1 needs the z section's length
-        decode_file(_repack(data, params={k: v for k, v in params.items() if k != "z"}), model=hp_path)
+        decode_file(repack(data, params={k: v for k, v in params.items() if k != "z"}), model=hp_path)
     channel_file = get_codec("vaegan", model=GOLDEN / "vaegan-tiny.pt", channels=4, refine_steps=0).encode(image)
     with pytest.raises(MalformedHeader, match="hyperprior"):
-        decode_file(_repack(channel_file, params={**unpack(channel_file).params, "s": 1, "z": 4}),
+        decode_file(repack(channel_file, params={**unpack(channel_file).params, "s": 1, "z": 4}),
                     model=GOLDEN / "vaegan-tiny.pt")
 
 
@@ -193,19 +187,19 @@ def test_hostile_hyperprior_files_are_refused(hp_path):
     c = unpack(data)
     z = c.params["z"]
     cases = {
-        "z beyond the payload": _repack(data, params={**c.params, "z": len(c.payload) + 4}),
-        "z not in words": _repack(data, params={**c.params, "z": z - 1}),
-        "z zero": _repack(data, params={**c.params, "z": 0}),
+        "z beyond the payload": repack(data, params={**c.params, "z": len(c.payload) + 4}),
+        "z not in words": repack(data, params={**c.params, "z": z - 1}),
+        "z zero": repack(data, params={**c.params, "z": 0}),
     }
     for bad in cases.values():
         with pytest.raises(MalformedHeader):
             decode_file(bad, model=hp_path)
     corrupt = {
-        "4000x4000": _repack(data, width=4000, height=4000),
-        "z section cut": _repack(data, payload=c.payload[: z - 4] + c.payload[z:], params={**c.params, "z": z - 4}),
-        "word appended": _repack(data, payload=c.payload + b"\x01\x00\x00\x00"),
-        "y section cut": _repack(data, payload=c.payload[:-4]),
-        "z section grown": _repack(data, payload=c.payload[:z] + b"\x01\x00\x00\x00" + c.payload[z:],
+        "4000x4000": repack(data, width=4000, height=4000),
+        "z section cut": repack(data, payload=c.payload[: z - 4] + c.payload[z:], params={**c.params, "z": z - 4}),
+        "word appended": repack(data, payload=c.payload + b"\x01\x00\x00\x00"),
+        "y section cut": repack(data, payload=c.payload[:-4]),
+        "z section grown": repack(data, payload=c.payload[:z] + b"\x01\x00\x00\x00" + c.payload[z:],
                                    params={**c.params, "z": z + 4}),
     }
     for bad in corrupt.values():

@@ -15,10 +15,11 @@ import torch
 from PIL import Image
 
 from gencomp.codecs import decode_file, get_codec, inspect
-from gencomp.codecs.container import CorruptPayload, MalformedHeader, pack, unpack
+from gencomp.codecs.container import CorruptPayload, MalformedHeader, unpack
 from gencomp.codecs.tiling import TileGrid, blend_rows, blend_tiles, blend_weights, merge_tiles, split_tiles
 from gencomp.grid_artifacts import grid_pattern
 from gencomp.models import Generator, InversionEncoder, load_model, save_gan
+from tests.gcz_files import repack
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN = FIXTURES / "golden"
@@ -52,13 +53,6 @@ def _photo(width: int, height: int) -> Image.Image:
 def _mse(a: Image.Image, b: Image.Image) -> float:
     return float(np.mean((np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)) ** 2))
 
-
-def _repack(data: bytes, **changes) -> bytes:
-    c = unpack(data)
-    fields = dict(codec_id=c.codec_id, width=c.width, height=c.height, payload=c.payload,
-                  fingerprint=c.fingerprint, params=c.params)
-    fields.update(changes)
-    return pack(**fields)
 
 
 # -- the grid and the blend ----------------------------------------------------------------------------------
@@ -195,11 +189,11 @@ def test_a_header_with_a_bad_overlap_is_refused(gan_path):
     params = unpack(data).params
     for bad in (TILE // 2 + 1, -1, "2", 2.0):
         with pytest.raises(MalformedHeader, match="overlap"):
-            decode_file(_repack(data, params={**params, "o": bad}), model=gan_path)
+            decode_file(repack(data, params={**params, "o": bad}), model=gan_path)
     # the overlap decides the tile count, and so the payload length the header is checked against
     for changed in ({k: v for k, v in params.items() if k != "o"}, {**params, "o": 4}):  # 6 tiles, 15 tiles
         with pytest.raises(CorruptPayload, match="latents"):
-            decode_file(_repack(data, params=changed), model=gan_path)
+            decode_file(repack(data, params=changed), model=gan_path)
 
 
 def test_an_overlapped_file_declaring_a_larger_image_is_refused_before_decoding(gan_path):
@@ -208,7 +202,7 @@ def test_an_overlapped_file_declaring_a_larger_image_is_refused_before_decoding(
         assert unpack(data).params["o"] == 1  # the default: an eighth of the 8-px tile
         for size in ({"width": 4000, "height": 4000}, {"width": 4000, "height": 1}):
             with pytest.raises(CorruptPayload, match="latents"):
-                decode_file(_repack(data, **size), model=gan_path)
+                decode_file(repack(data, **size), model=gan_path)
 
 
 def test_overlap_setting_is_validated(gan_path):
