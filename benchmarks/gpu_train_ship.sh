@@ -5,13 +5,18 @@
 #     bash benchmarks/gpu_train_ship.sh SHARDS_ROOT OUT_DIR
 #
 # SHARDS_ROOT holds one shard set per domain (`gencomp domains`, params.yaml `domains`): photos/, faces/,
-# aerial/ (missing ones are skipped). Six runs share the GPU at once (small models leave an H200 mostly idle, so
-# running them together costs each little):
+# aerial/ (missing ones are skipped). The runs share the GPU at once (small models leave an H200 mostly idle, so
+# running them together costs each little); JOBS picks among them:
 #   vaegan-photos        the shipped VAE-GAN's architecture with the blurred sub-pixel decoder, started from
 #                        the shipped weights (--init-from vaegan-default), 256-px crops
+#   vaegan-photos-hyper  the same, with the mean-scale hyperprior entropy model (the hyper networks start from
+#                        the shipped channel prior's scales)
 #   vaegan-photos-w96    a wider one (width 96) from scratch, the same recipe otherwise
 #   vaegan-faces, vaegan-aerial   the first one's recipe on each domain at its native 128 px, from the shipped weights
-#   gan-faces, gan-aerial          a GAN per domain at 128 px, one tile per image (the poster's setting)
+#   gan-faces, gan-aerial          a GAN per domain at 128 px, one tile per image (the poster's setting), trained
+#                        inversion-aware (recon_weight RECON_WEIGHT, 10: the encoder and the generator also learn
+#                        G(E(x)) ~ x on the real batch)
+#   gan-faces-r1         gan-faces with recon_weight 1
 # Each run has two phases. Phase 1 (PHASE1_S seconds) trains at the full learning rate with no end in sight; phase 2
 # resumes with `steps` set so that the cosine schedule ends about PHASE2_S seconds later, at the speed phase 1
 # measured (for the GANs, phase 2 trains the inversion encoder against the frozen generator). Wall time is about
@@ -23,7 +28,9 @@
 # CPU threads per run, 2: six runs at torch's default of one thread per core thrashed a 16-core host, and the
 # validations, whose entropy coding runs on the CPU, then took minutes); RESUME_ONLY (non-empty: skip phase 1 and
 # anneal the runs WORK_DIR holds from their checkpoints; what a cut-short first call needs); CHECK_IMAGES (24);
-# JOBS (names of the runs to do, e.g. "gan-faces vaegan-photos"; all by default); EXTRA_VAEGAN, EXTRA_GAN: more `--set key=value` words for every run of that kind (tiny models to try the
+# JOBS (names of the runs to do, e.g. "gan-faces vaegan-photos"; all by default); RECON_WEIGHT (10); KODAK_DIR (photo VAE-GANs are
+# also checked on these images); CHECK_TIMEOUT
+# (150 s; the model files are written before any check runs, so a cut check loses numbers, not models); EXTRA_VAEGAN, EXTRA_GAN: more `--set key=value` words for every run of that kind (tiny models to try the
 # script on a CPU first). Every step runs under `timeout` and failures do not stop the others.
 set -u
 ROOT=$1
@@ -60,7 +67,7 @@ COMMON=(--preset gpu --set compile=false --set "num_workers=$WORKERS" --set "thr
 VAEGAN_RECIPE=(--set rate_lambda=0.004 --set msssim_weight=0.0 --set adv_start=1000000000 --set upsample=subpixel-blur
                --set d_width=32 --set kl_weight=0.0001)
 GAN_RECIPE=(--set tile=128 --set g_width=24 --set d_width=24 --set e_width=24 --set batch_size=64
-            --set crops_per_image=1 --set downscale_to=128)
+            --set crops_per_image=1 --set downscale_to=128 --set "recon_weight=${RECON_WEIGHT:-10}")
 
 train() {  # train LOGNAME SECONDS KIND RUN_DIR ARGS...
     local name=$1 seconds=$2 kind=$3 dir=$4
@@ -122,6 +129,8 @@ wanted() { [ -z "${JOBS:-}" ] || [[ " $JOBS " == *" $1 "* ]]; }
 
 wanted vaegan-photos && vaegan_job vaegan-photos "$ROOT/photos" --init-from vaegan-default --set width=64 --set crop=256 \
     --set batch_size=16 --set lr=1e-4 --set warmup_steps=100 &
+wanted vaegan-photos-hyper && vaegan_job vaegan-photos-hyper "$ROOT/photos" --init-from vaegan-default --set width=64 \
+    --set crop=256 --set batch_size=16 --set lr=1e-4 --set warmup_steps=100 --set entropy_model=hyperprior &
 wanted vaegan-photos-w96 && vaegan_job vaegan-photos-w96 "$ROOT/photos" --set width=96 --set crop=256 --set batch_size=16 --set lr=3e-4 \
     --set warmup_steps=500 &
 wanted vaegan-faces && vaegan_job vaegan-faces "$ROOT/faces" --init-from vaegan-default --set width=64 --set crop=128 --set batch_size=32 \
@@ -129,11 +138,14 @@ wanted vaegan-faces && vaegan_job vaegan-faces "$ROOT/faces" --init-from vaegan-
 wanted vaegan-aerial && vaegan_job vaegan-aerial "$ROOT/aerial" --init-from vaegan-default --set width=64 --set crop=128 --set batch_size=32 \
     --set crops_per_image=1 --set downscale_to=128 --set lr=1e-4 --set warmup_steps=100 &
 wanted gan-faces && gan_job gan-faces "$ROOT/faces" &
+wanted gan-faces-r1 && gan_job gan-faces-r1 "$ROOT/faces" --set recon_weight=1 &
 wanted gan-aerial && gan_job gan-aerial "$ROOT/aerial" &
 wait
 stamp "training done"
 
-timeout 150 $PY benchmarks/gpu_check.py "$RUNS" "$ROOT" "$OUT" --max-images "${CHECK_IMAGES:-24}" >"$WORK/check.txt" 2>&1
+# shellcheck disable=SC2046  # no --kodak without KODAK_DIR
+timeout "${CHECK_TIMEOUT:-150}" $PY benchmarks/gpu_check.py "$RUNS" "$ROOT" "$OUT" --max-images "${CHECK_IMAGES:-24}" \
+    $([ -n "${KODAK_DIR:-}" ] && echo --kodak "$KODAK_DIR") >"$WORK/check.txt" 2>&1
 stamp "check done (exit $?)"
 tail -40 "$WORK/check.txt" | tee -a "$LOG"
 stamp "all done"

@@ -300,3 +300,27 @@ def test_an_encoder_only_gan_run_needs_a_generator_to_invert(tmp_path):
         torch.testing.assert_close(ta, tb, msg=name)
     assert not torch.equal(a.encoder.state_dict()["head.weight"], b.encoder.state_dict()["head.weight"])
     assert second["step"] == 2
+
+
+def test_inversion_aware_gan_training_teaches_the_encoder_during_the_adversarial_steps(tmp_path):
+    from gencomp.models.gan import latent_moment_loss
+
+    standard = torch.randn(4096, 8, generator=torch.Generator().manual_seed(0))
+    assert latent_moment_loss(standard) < 0.01
+    assert latent_moment_loss(standard * 3 + 1) > 10  # var 9, mean 1: (9 - 1)^2 + 1 per coordinate
+    with pytest.raises(ValueError, match="recon_weight"):
+        resolve_preset("gan", "demo", {"recon_weight": -1.0})
+
+    overrides = {**TINY_GAN, "encoder_steps": 0, "val_every": 1000}
+    plain = train("gan", data_dir=None, out_dir=tmp_path / "plain", overrides=overrides,
+                  dataset=AstronautCrops(32), progress=False)
+    joint = train("gan", data_dir=None, out_dir=tmp_path / "joint", overrides={**overrides, "recon_weight": 1.0},
+                  dataset=AstronautCrops(32), progress=False)
+    assert plain["step"] == joint["step"] == TINY_GAN["steps"]
+    rows = _lines(tmp_path / "joint" / "metrics.jsonl")
+    assert all(np.isfinite(r["recon_mse"]) and np.isfinite(r["latent_moments"]) for r in rows)
+    assert "recon_mse" not in _lines(tmp_path / "plain" / "metrics.jsonl")[0]
+    # the same seed and no encoder phase: the plain run's encoder is its initialisation, the joint run's has moved
+    e_plain = load_model(tmp_path / "plain" / "model.pt").encoder.state_dict()
+    e_joint = load_model(tmp_path / "joint" / "model.pt").encoder.state_dict()
+    assert not torch.allclose(e_plain["head.weight"], e_joint["head.weight"])

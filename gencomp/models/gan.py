@@ -211,3 +211,12 @@ def inversion_losses(
         fake = generator(z)
     latent = F.mse_loss(encoder(fake), z)
     return pixel, latent
+
+
+def latent_moment_loss(z: torch.Tensor) -> torch.Tensor:
+    """How far a batch of encoded latents (N, latent_dim) is from N(0, 1) in its first two moments: the mean over
+    coordinates of ``mean^2 + (var - 1)^2`` across the batch. Cheap, batch-level and enough to keep E(x) where the
+    generator's adversarial training draws its z (and inside the quantiser's clip)."""
+    mean = z.mean(0)
+    var = z.var(0, unbiased=False)
+    return (mean.pow(2) + (var - 1).pow(2)).mean()

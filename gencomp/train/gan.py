@@ -1,5 +1,6 @@
-"""The GAN recipe: ``steps`` adversarial steps, then ``encoder_steps`` inversion-encoder steps against the
-frozen EMA generator. Validation inverts the validation crops with the ``gan-inversion`` codec (its encoder
+"""The GAN recipe: ``steps`` adversarial steps (with ``recon_weight`` > 0 the inversion encoder and the generator
+also learn to reconstruct the real batch), then ``encoder_steps`` inversion-encoder steps against the frozen EMA
+generator. Validation inverts the validation crops with the ``gan-inversion`` codec (its encoder
 guess, no search) from the model file, and measures generator diversity on fixed latents."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from gencomp.codecs.base import get_codec
 from gencomp.models.gan import (
@@ -19,6 +21,7 @@ from gencomp.models.gan import (
     ema_update,
     g_hinge_loss,
     inversion_losses,
+    latent_moment_loss,
 )
 from gencomp.models.store import LoadedModel, save_gan
 from gencomp.train.logging import image_grid
@@ -68,9 +71,16 @@ class GANRecipe(Recipe):
         set_lr(self.opt_g, cfg["lr_g"], factor)
         set_lr(self.opt_d, cfg["lr_d"], factor)
         z = torch.randn(n, cfg["latent_dim"], device=rt.device)
+        recon_weight = cfg["recon_weight"]
+        if recon_weight:
+            set_lr(self.opt_e, cfg["lr_encoder"], factor)
         # discriminator: one forward over real and fake together (one DDP forward per backward)
         with rt.autocast():
-            fake = self.G_run(z)
+            if recon_weight:  # one generator forward for samples and reconstructions: shared BatchNorm statistics
+                z_real = self.E_run(real)
+                fake, recon = self.G_run(torch.cat([z, z_real])).split(n)
+            else:
+                fake = self.G_run(z)
             scores = self.D_run(torch.cat([real, fake.detach()])).float()
             loss_d = d_hinge_loss(scores[:n], scores[n:])
         self.opt_d.zero_grad(set_to_none=True)
@@ -81,13 +91,25 @@ class GANRecipe(Recipe):
         self.D.requires_grad_(False)
         with rt.autocast():
             loss_g = g_hinge_loss(self.D(fake).float())
+        logs = {}
+        if recon_weight:  # the generator and the encoder learn to reconstruct the real batch as well
+            pixel = F.mse_loss(recon.float(), real)
+            moments = latent_moment_loss(z_real.float())
+            loss_total = loss_g + recon_weight * (pixel + cfg["recon_latent_weight"] * moments)
+            self.opt_e.zero_grad(set_to_none=True)
+            logs = {"recon_mse": pixel.item(), "latent_moments": moments.item()}
+        else:
+            loss_total = loss_g
         self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
+        loss_total.backward()
         self.D.requires_grad_(True)
         clip(self.G, cfg["grad_clip"])
         self.opt_g.step()
+        if recon_weight:
+            clip(self.E, cfg["grad_clip"])
+            self.opt_e.step()
         ema_update(self.G_ema, self.G, cfg["ema_decay"])
-        return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), "lr": self.opt_g.param_groups[0]["lr"]}
+        return {"loss_d": loss_d.item(), "loss_g": loss_g.item(), **logs, "lr": self.opt_g.param_groups[0]["lr"]}
 
     def _encoder_step(self, step: int, real: torch.Tensor) -> dict[str, float]:
         cfg, rt = self.cfg, self.rt
