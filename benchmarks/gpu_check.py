@@ -66,9 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("shards_root", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--max-images", type=int, default=24)
+    ap.add_argument("--copy-run", metavar="NAME", help="only write RUNS_DIR/NAME's model file to OUT_DIR (what the "
+                    "recipe does after every training phase, so that a run cut short still returns its models)")
     ap.add_argument("--kodak", type=Path, help="a folder of Kodak images: photo VAE-GANs are also scored there, "
                     "at full size, C = 28, against the shipped default")
     args = ap.parse_args(argv)
+    if args.copy_run:
+        half_copy(args.runs / args.copy_run / "model.pt", args.out / f"{args.copy_run}.pt")
+        return 0
     device = "cuda" if torch.cuda.is_available() else "cpu"
     report: dict[str, dict] = {}
     runs = sorted(p for p in args.runs.iterdir() if (p / "model.pt").is_file())

@@ -19,12 +19,14 @@
 #   gan-faces-r1         gan-faces with recon_weight 1
 # Each run has two phases. Phase 1 (PHASE1_S seconds) trains at the full learning rate with no end in sight; phase 2
 # resumes with `steps` set so that the cosine schedule ends about PHASE2_S seconds later, at the speed phase 1
-# measured (for the GANs, phase 2 trains the inversion encoder against the frozen generator). Wall time is about
-# PHASE1_S + PHASE2_S + 80 s of start-up and validation, then the check (benchmarks/gpu_check.py, ~1 min).
+# measured (for the GANs, phase 2 trains the inversion encoder against the frozen generator). Wall time is
+# PHASE1_S + PHASE2_S plus two start-ups and validations, then the check (benchmarks/gpu_check.py, ~1 min): give a
+# device call at least PHASE1_S + PHASE2_S + 4 min. After every phase the run's model file is written to OUT_DIR.
 # OUT_DIR receives the half-precision model files (<run>.pt), check.json and logs.tar.gz; the runs themselves
 # (checkpoints included) stay in WORK_DIR (default OUT_DIR/work).
 #
-# Environment: PYTHON (python3); PHASE1_S, PHASE2_S (270, 90); WORKERS (loader workers per run, 2); THREADS (torch
+# Environment: PYTHON (python3); WHEELS (a folder of wheels for what the host lacks, e.g. constriction and pydantic:
+# installed with --no-deps --no-index under WORK_DIR; the script stops at once if those packages are missing); PHASE1_S, PHASE2_S (270, 90); WORKERS (loader workers per run, 2); THREADS (torch
 # CPU threads per run, 2: six runs at torch's default of one thread per core thrashed a 16-core host, and the
 # validations, whose entropy coding runs on the CPU, then took minutes); RESUME_ONLY (non-empty: skip phase 1 and
 # anneal the runs WORK_DIR holds from their checkpoints; what a cut-short first call needs); CHECK_IMAGES (24);
@@ -46,6 +48,14 @@ RUNS=$WORK/runs
 LOG=$WORK/log.txt
 mkdir -p "$RUNS" "$OUT"
 export PYTHONUNBUFFERED=1
+if [ -n "${WHEELS:-}" ]; then
+    # a lent device reaches no package index: install what its image lacks from local wheels, never resolving
+    # dependencies over the network (pip would retry name resolution for minutes)
+    $PY -m pip install -q --no-deps --no-index --target "$WORK/site" "$WHEELS"/*.whl >"$WORK/pip.txt" 2>&1 \
+        || { echo "installing $WHEELS failed:"; tail -5 "$WORK/pip.txt"; exit 1; }
+    export PYTHONPATH="$WORK/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
+$PY -c "import constriction, pydantic, torch" || { echo "missing packages: set WHEELS to a folder of wheels"; exit 1; }
 
 stamp() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$LOG"; }
 field() { $PY -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
@@ -78,6 +88,9 @@ train() {  # train LOGNAME SECONDS KIND RUN_DIR ARGS...
         --set "max_time_s=$seconds" "$@" >"$WORK/$name.txt" 2>&1
     stamp "end $name (exit $?)"
     tail -3 "$WORK/$name.txt" >>"$LOG"
+    # the model as it stands goes to OUT at once: a device call cut short still returns every finished phase
+    [ -f "$dir/model.pt" ] && $PY benchmarks/gpu_check.py "$RUNS" "$ROOT" "$OUT" --copy-run "$(basename "$dir")" \
+        >>"$LOG" 2>&1
 }
 
 vaegan_job() {  # vaegan_job NAME DATA ARGS...
