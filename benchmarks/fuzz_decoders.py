@@ -27,7 +27,6 @@ the decode's peak RSS over the RSS before it, per pixel: the "stated multiple" o
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import random
 import signal

@@ -22,3 +22,19 @@ def prefect_api():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
+def gan_path(tmp_path_factory):
+    """A tiny random GAN model file (tests/tiny_models.py)."""
+    from tests.tiny_models import write_tiny_gan
+
+    return write_tiny_gan(tmp_path_factory.mktemp("gan") / "model.pt")
+
+
+@pytest.fixture(scope="session")
+def vaegan_path(tmp_path_factory):
+    """A tiny random VAE-GAN model file with a fitted channel prior (tests/tiny_models.py)."""
+    from tests.tiny_models import write_tiny_vaegan
+
+    return write_tiny_vaegan(tmp_path_factory.mktemp("vaegan") / "model.pt")

@@ -17,9 +17,10 @@ from gencomp.codecs import decode_file, get_codec, inspect
 from gencomp.codecs.container import unpack
 from gencomp.codecs.inversion import dequantize_uniform, quantize_uniform
 from gencomp.codecs.tiling import TileGrid, merge_tiles, pad_to_multiple, split_tiles
-from gencomp.models import VAEGAN, GaussianChannelPrior, Generator, InversionEncoder, load_model, save_gan, save_vaegan
+from gencomp.models import load_model
+from tests.tiny_models import LATENT, TILE
+from tests.tiny_models import synthetic_photo as _photo
 
-LATENT, TILE = 8, 8
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -28,34 +29,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def gan_path(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("gan") / "model.pt"
-    save_gan(path, generator=Generator(latent_dim=LATENT, tile=TILE, width=8),
-             encoder=InversionEncoder(latent_dim=LATENT, tile=TILE, width=8))
-    return path
-
-
-@pytest.fixture(scope="module")
-def vaegan_path(tmp_path_factory):
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("vaegan") / "model.pt"
-    prior = GaussianChannelPrior(4)
-    with torch.no_grad():
-        prior.mean.copy_(torch.tensor([0.5, -0.5, 0.0, 0.0]))
-        prior.log_scale.copy_(torch.log(torch.tensor([3.0, 2.0, 1.0, 0.5])))
-    save_vaegan(path, model=VAEGAN(max_channels=4, channel_set=(4, 2), width=8, downsample=4), prior=prior,
-                quant_step=0.25, prior_fitted=True)
-    return path
-
-
-def _photo(width: int, height: int) -> Image.Image:
-    y, x = np.mgrid[0:height, 0:width]
-    rgb = np.stack([np.sin(x / 3.0), np.cos(y / 4.0), np.sin((x + y) / 5.0)], axis=-1) * 100 + 128
-    return Image.fromarray(rgb.astype(np.uint8), "RGB")
 
 
 def _generated(gan_path, rows: int, cols: int, seed: int = 3) -> tuple[Image.Image, np.ndarray]:

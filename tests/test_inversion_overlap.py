@@ -18,13 +18,14 @@ from gencomp.codecs import decode_file, get_codec, inspect
 from gencomp.codecs.container import CorruptPayload, MalformedHeader, unpack
 from gencomp.codecs.tiling import TileGrid, blend_rows, blend_tiles, blend_weights, merge_tiles, split_tiles
 from gencomp.grid_artifacts import grid_pattern
-from gencomp.models import Generator, InversionEncoder, load_model, save_gan
+from gencomp.models import load_model
 from tests.gcz_files import repack
+from tests.tiny_models import LATENT, TILE
+from tests.tiny_models import synthetic_photo as _photo
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN = FIXTURES / "golden"
 SHIPPED_GAN = Path(__file__).parents[1] / "gencomp" / "assets" / "gan-default.pt"
-LATENT, TILE = 8, 8
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -33,21 +34,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def gan_path(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("gan") / "model.pt"
-    save_gan(path, generator=Generator(latent_dim=LATENT, tile=TILE, width=8),
-             encoder=InversionEncoder(latent_dim=LATENT, tile=TILE, width=8))
-    return path
-
-
-def _photo(width: int, height: int) -> Image.Image:
-    y, x = np.mgrid[0:height, 0:width]
-    rgb = np.stack([np.sin(x / 3.0), np.cos(y / 4.0), np.sin((x + y) / 5.0)], axis=-1) * 100 + 128
-    return Image.fromarray(rgb.astype(np.uint8), "RGB")
 
 
 def _mse(a: Image.Image, b: Image.Image) -> float:

@@ -9,7 +9,7 @@ from gencomp.codecs import get_codec
 from gencomp.codecs.container import unpack
 from gencomp.codecs.refine import refine_latent, sga_round
 from gencomp.metrics import mse
-from tests.test_codecs_generative import _photo, vaegan_path  # noqa: F401 - the tiny model fixture, shared
+from tests.tiny_models import synthetic_photo as _photo
 
 
 def test_sga_round_tends_to_rounding_and_passes_gradients():
