@@ -60,17 +60,17 @@ THUMB_SIDE = 64
 # kind -> the centred share of the image it hashes
 CANDIDATE_KINDS: dict[str, float] = {"full": 1.0, "c92": 0.92, "c60": 0.60}
 AMBIGUOUS = 0.03  # |first horizontal DCT coefficient| / low-frequency AC energy under which both orientations count
-# The thumbnail is resized from the image box-reduced (Image.reduce) by an integer factor (_reduce_factor):
-# the largest that leaves the LANCZOS resize REDUCING_GAP times or more to do (Pillow's reducing_gap: from 3
-# on, "indistinguishable from fair resampling"), and at least 2 while the short side stays >= MID_MIN_SIDE
-# (320x240, a 640x480 JPEG's draft -> 160x120). Reading 4x fewer pixels cut hashing a 640x480 JPEG from 2.9
-# to 2.1 ms of CPU (BENCHMARKS.md, issue 17); thumbnails stay within about 1 grey level on average of the
-# ones resized from the whole decode (a plain 5x box, 512 -> 102, was 6.8 levels off on a sharp PNG).
+# The thumbnail is resized from the image box-reduced (Image.reduce) by the largest integer factor that
+# leaves the LANCZOS resize REDUCING_GAP times or more to do (Pillow's reducing_gap: from 3 on,
+# "indistinguishable from fair resampling"). A JPEG's draft (short side under 256) is not reduced, so its
+# thumbnail is the one resized from the whole decode; a large PNG's costs a fraction (1600x1200 -> 266x200
+# first) and stays within about 1 grey level on average. A 2x box on the draft too (320x240 -> 160x120) saved
+# another 0.2 ms per 640x480 JPEG, but its aliasing moves with the pixel grid: crop copies verified 0.007
+# lower on average and the strict 8 % crop recall fell from 0.993 to 0.983 (BENCHMARKS.md, issue 17).
 REDUCING_GAP = 3
-MID_MIN_SIDE = 96
 # How the thumbnail and the c92/c60 hashes are computed; part of HASHER_ID, and of the verifier's id in
 # gencomp.data.dedupe, since cached verification scores were computed from these thumbnails.
-THUMB_METHOD = f"thumb{THUMB_SIDE}-box-gap{REDUCING_GAP}-min{MID_MIN_SIDE}/c92-c60-from-thumb"
+THUMB_METHOD = f"thumb{THUMB_SIDE}-box-gap{REDUCING_GAP}/c92-c60-from-thumb"
 HASHER_ID = (f"imagehash-{imagehash.__version__}/phash8+dhash8+canon-full-c92-c60/{THUMB_METHOD}"
              f"/draft{HASH_DRAFT_SIZE[0]}x{HASH_DRAFT_SIZE[1]}")
 
@@ -155,8 +155,7 @@ def _centred_box(size: tuple[int, int], share: float) -> tuple[float, float, flo
 
 def _reduce_factor(size: tuple[int, int]) -> int:
     """The box reduction applied before the thumbnail's LANCZOS resize (see :data:`REDUCING_GAP`)."""
-    short = min(size)
-    return max(short // (REDUCING_GAP * THUMB_SIDE), min(2, short // MID_MIN_SIDE), 1)
+    return max(1, min(size) // (REDUCING_GAP * THUMB_SIDE))
 
 
 def image_features(grey: Image.Image) -> dict:
