@@ -40,17 +40,20 @@ import multiprocessing
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import imagehash
 import numpy as np
 import scipy.fft
 from PIL import Image
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from gencomp.atomic import write_parquet_atomic
 from gencomp.data.images import ImageRejected, open_image, probe
+
+if TYPE_CHECKING:  # pandas is imported where frames are made: hashing workers never need it (0.3 s a start)
+    import pandas as pd
 
 # JPEGs decode by DCT scaling to at least this size on both sides (640x480 -> 320x240). imagehash then reduces
 # to 32x32 (pHash) or 9x8 (dHash), so 4x oversampling of the pHash grid is plenty; decoding less is what makes
@@ -235,13 +238,12 @@ def hash_file(path: str | Path) -> dict:
     return hash_image_bytes(data)
 
 
-_PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int32Dtype()}.get
-
-
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    import pandas as pd
+
     # Nullable integer dtypes: a rejected row's missing hash must not turn the column into float64,
     # which cannot hold 64-bit hashes exactly.
-    return table.to_pandas(types_mapper=_PANDAS_TYPES)
+    return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int32Dtype()}.get)
 
 
 def _rows_to_frame(rows: Iterable[dict]) -> pd.DataFrame:
@@ -251,9 +253,9 @@ def _rows_to_frame(rows: Iterable[dict]) -> pd.DataFrame:
 def _pool_context() -> multiprocessing.context.BaseContext:
     # forkserver, not fork: callers such as Prefect tasks run in threads, and forking a threaded process can
     # deadlock. This module is preloaded in the forkserver, so a pool's workers fork with numpy, scipy,
-    # imagehash, pandas and pyarrow already imported: a pool of 2 then starts in about 0.03 s instead of
-    # 0.7-1.2 s on 2 cores, which was more than hashing 600 images took. The preload only takes effect when
-    # the process starts its forkserver (its first forkserver pool); otherwise workers import this module
+    # imagehash and pyarrow already imported: a pool of 2 then starts in about 0.03 s instead of 0.7-1.2 s
+    # on 2 cores, which was more than hashing 600 images took. The preload only takes effect when the
+    # process starts its forkserver (its first forkserver pool); otherwise workers import this module
     # themselves, as they did before.
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["__main__", __name__])
