@@ -143,6 +143,24 @@ def test_rescrape_hashes_and_verifies_only_new_images(web_corpus, tmp_path, phot
     assert 0 < sum(calls) == third["newly_verified_pairs"] <= 4  # only pairs with the new image were scored
 
 
+def test_a_run_by_an_older_hasher_is_redone_not_reused(web_corpus, tmp_path):
+    out = tmp_path / "out"
+    first = dedupe.run_dedupe(web_corpus, out, workers=1)
+    keys = _clusters(out)["cluster_key"]
+    # what a run by the previous hasher left: its hash rows, and scores computed from its thumbnails
+    hashes = pd.read_parquet(out / "hashes.parquet")
+    hashes["hasher"] = "imagehash-4.3.2/phash8+dhash8+canon-full-c92-c60/thumb64/draft128x128"
+    hashes.to_parquet(out / "hashes.parquet")
+    pairs = pd.read_parquet(out / "pairs.parquet")
+    pairs["verifier"], pairs["score"] = "verify-2/thumb64/box13x13/turn3/small-blur", 0.0
+    pairs.to_parquet(out / "pairs.parquet")
+    again = dedupe.run_dedupe(web_corpus, out, workers=1)
+    assert again["newly_hashed"] == first["newly_hashed"] > 0
+    assert again["newly_verified_pairs"] == first["newly_verified_pairs"] > 0
+    assert (_clusters(out)["cluster_key"] == keys).all()
+    assert (pd.read_parquet(out / "pairs.parquet")["verifier"] == dedupe.VERIFIER_ID).all()
+
+
 def test_an_older_hash_cache_is_recomputed_not_trusted(tmp_path, photos):
     img = _save(photos["rocket"], tmp_path / "imgs" / "rocket.jpg")
     cache = tmp_path / "out" / "hashes.parquet"

@@ -44,7 +44,9 @@ from PIL import Image, ImageDraw
 from gencomp.atomic import write_bytes_atomic, write_parquet_atomic
 from gencomp.data.hashing import (
     CANDIDATE_KINDS,
+    HASHER_ID,
     STATUS_OK,
+    THUMB_METHOD,
     THUMB_SIDE,
     as_uint64,
     read_hash_cache,
@@ -69,7 +71,9 @@ DEFAULT_VERIFY_THRESHOLD = 0.85
 DEFAULT_GUARD_THRESHOLD = 0.75
 HASH_KINDS = ("phash", "dhash")
 METHODS = ("verified", "hash")
-VERIFIER_ID = "verify-2/thumb64/box13x13/turn3/small-blur"
+# Scores in pairs.parquet are reused only under the same id: the verifier and the thumbnails it compares
+# (a new hasher that makes thumbnails another way makes every cached score stale).
+VERIFIER_ID = f"verify-2/box13x13/turn3/small-blur/{THUMB_METHOD}"
 
 CLUSTER_SCHEMA = pa.schema(
     [
@@ -208,7 +212,8 @@ def run_dedupe(
     keys = [sha if sha and p.is_file() else f"missing:{p}" for p, sha in zip(abs_paths, files["sha256"])]
 
     cache_path = out_dir / "hashes.parquet"
-    cached_before = set(read_hash_cache(cache_path)["sha256"])
+    cached = read_hash_cache(cache_path)
+    cached_before = set(cached["sha256"][cached["hasher"] == HASHER_ID])  # another hasher's rows are redone
     hashes = update_hash_cache(list(zip(abs_paths, keys)), cache_path, workers=workers)
     newly_hashed = len(set(hashes["sha256"]) - cached_before - {""})
 
