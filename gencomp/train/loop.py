@@ -58,7 +58,10 @@ RESUMABLE_CHANGES = {"steps", "encoder_steps", "checkpoint_every", "log_every", 
 # Settings added after checkpoints were first written, with the value that reproduces how older code behaved:
 # an older checkpoint lacks them, and must still resume when they have that value.
 ADDED_SETTINGS = {"epochs_per_pass": 1, "init_from": ""}
-ADDED_KIND_SETTINGS = {"vaegan": {"entropy_model": "channel", "hyper_channels": 64}}  # the same, for one kind
+ADDED_KIND_SETTINGS = {  # the same, for one kind
+    "vaegan": {"entropy_model": "channel", "hyper_channels": 64},
+    "gan": {"recon_weight": 0.0, "recon_latent_weight": 0.1},
+}
 WARMUP_STEPS = 20  # steps left out of steady_images_per_s (compilation and autotuning happen in them)
 
 
