@@ -3,9 +3,9 @@
     python benchmarks/gpu_check.py RUNS_DIR SHARDS_ROOT OUT_DIR [--max-images 24]
 
 For every ``RUNS_DIR/<kind>-<domain>[-variant]/model.pt``: the test split of ``SHARDS_ROOT/<domain>`` (never seen in
-training) is coded with the model, and with the shipped model of the same kind (VAE-GAN: the default; GAN: the zoo's model of
-that domain, and JPEG at quality 1, the poster's baseline), on the device the run used. VAE-GAN at C = 28, 8, 2 with no refinement (the model as
-trained); GAN inversion with 100 steps and float z (the poster's Table 1 row). Also the periodic pattern on the
+training) is coded with the model, and with the zoo's model of the same kind (VAE-GAN: vaegan-default; GAN:
+gan-<domain>, where installed, and JPEG at quality 1, the poster's baseline), on the device the run used. VAE-GAN
+at C = 28, 8, 2 with no refinement (the model as trained); GAN inversion with 100 steps and float z (the poster's Table 1 row). Also the periodic pattern on the
 VAE-GAN's 16-px latent grid (``gencomp.grid_artifacts``), where the images are large enough; with ``--kodak DIR``,
 photo VAE-GANs at C = 28 on those images too (the README's benchmark set). Results go to
 ``OUT_DIR/check.json``; each model is written with float16 weights to ``OUT_DIR/<run>.pt`` (loading casts back).
@@ -26,9 +26,9 @@ from gencomp import metrics
 from gencomp.codecs import get_codec
 from gencomp.data.eval_sets import folder_images, shard_images
 from gencomp.grid_artifacts import grid_pattern
+from gencomp.models import zoo
 from gencomp.models.store import load_model, save_model
 
-SHIPPED = {"vaegan": "gencomp/assets/vaegan-default.pt", "gan": "gencomp/assets/gan-default.pt"}
 
 
 def score(codec, images) -> dict[str, float]:
@@ -93,23 +93,22 @@ def main(argv: list[str] | None = None) -> int:
             entry["train"] = {k: summary.get(k) for k in ("step", "elapsed_s", "steps_run", "val")}
             images = shard_images(args.shards_root / domain, "test", max_images=args.max_images)
             if kind == "vaegan":
-                for label, model in (("trained", run / "model.pt"), ("shipped", SHIPPED["vaegan"])):
+                for label, model in (("trained", run / "model.pt"), ("shipped", "vaegan-default")):
                     for channels in (28, 8, 2):
                         codec = get_codec("vaegan", model=str(model), channels=channels, refine_steps=0,
                                           device=device)
                         entry[f"{label}_c{channels}"] = score(codec, images)
                 if domain == "photos" and args.kodak:
                     kodak = folder_images(args.kodak)
-                    for label, model in (("trained", run / "model.pt"), ("shipped", SHIPPED["vaegan"])):
+                    for label, model in (("trained", run / "model.pt"), ("shipped", "vaegan-default")):
                         codec = get_codec("vaegan", model=str(model), channels=28, refine_steps=0, device=device)
                         entry[f"kodak_{label}_c28"] = score(codec, kodak)
             else:
                 images = images[: max(1, args.max_images // 2)]
-                shipped = Path(f"gencomp/assets/gan-{domain}.pt")  # the zoo's model of this domain, if any
-                for label, model in (("trained", run / "model.pt"), ("shipped", shipped)):
-                    if model.is_file():
-                        codec = get_codec("gan-inversion", model=str(model), steps=100, bits=32, device=device)
-                        entry[f"{label}_steps100_float"] = score(codec, images)
+                shipped = [("shipped", f"gan-{domain}")] if f"gan-{domain}" in zoo.installed_names("gan") else []
+                for label, model in [("trained", run / "model.pt"), *shipped]:
+                    codec = get_codec("gan-inversion", model=str(model), steps=100, bits=32, device=device)
+                    entry[f"{label}_steps100_float"] = score(codec, images)
                 entry["jpeg_q1"] = score(get_codec("jpeg", quality=1), images)
         except Exception as exc:  # one broken run must not hide the others' numbers
             entry["error"] = f"{type(exc).__name__}: {exc}"

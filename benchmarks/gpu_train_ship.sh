@@ -25,15 +25,17 @@
 # OUT_DIR receives the half-precision model files (<run>.pt), check.json and logs.tar.gz; the runs themselves
 # (checkpoints included) stay in WORK_DIR (default OUT_DIR/work).
 #
-# Environment: PYTHON (python3); WHEELS (a folder of wheels for what the host lacks, e.g. constriction and pydantic:
-# installed with --no-deps --no-index under WORK_DIR; the script stops at once if those packages are missing); PHASE1_S, PHASE2_S (270, 90); WORKERS (loader workers per run, 2); THREADS (torch
-# CPU threads per run, 2: six runs at torch's default of one thread per core thrashed a 16-core host, and the
-# validations, whose entropy coding runs on the CPU, then took minutes); RESUME_ONLY (non-empty: skip phase 1 and
-# anneal the runs WORK_DIR holds from their checkpoints; what a cut-short first call needs); CHECK_IMAGES (24);
-# JOBS (names of the runs to do, e.g. "gan-faces vaegan-photos"; all by default); RECON_WEIGHT (10); KODAK_DIR (photo VAE-GANs are
-# also checked on these images); CHECK_TIMEOUT
-# (150 s; the model files are written before any check runs, so a cut check loses numbers, not models); EXTRA_VAEGAN, EXTRA_GAN: more `--set key=value` words for every run of that kind (tiny models to try the
-# script on a CPU first). Every step runs under `timeout` and failures do not stop the others.
+# Environment: PYTHON (python3); WHEELS (a folder of wheels for what the host lacks, e.g. constriction and
+# pydantic: installed with --no-deps --no-index under WORK_DIR; the script stops at once if those packages are
+# missing); PHASE1_S, PHASE2_S (270, 90); WORKERS (loader workers per run, 2); THREADS (torch CPU threads per run,
+# 2: six runs at torch's default of one thread per core thrashed a 16-core host, and the validations, whose entropy
+# coding runs on the CPU, then took minutes); RESUME_ONLY (non-empty: skip phase 1 and anneal the runs WORK_DIR
+# holds from their checkpoints; what a cut-short first call needs); CHECK_IMAGES (24); JOBS (names of the runs to
+# do, e.g. "gan-faces vaegan-photos"; all by default); RECON_WEIGHT (10); KODAK_DIR (photo VAE-GANs are also
+# checked on these images); CHECK_TIMEOUT (150 s; the model files are written before any check runs, so a cut
+# check loses numbers, not models); EXTRA_VAEGAN, EXTRA_GAN: more `--set key=value` words for every run of that
+# kind (tiny models to try the script on a CPU first). Every step runs under `timeout` and failures do not stop
+# the others.
 set -u
 ROOT=$1
 OUT=$2
