@@ -1,6 +1,8 @@
 """Downloader middlewares: every request stays on the allowed origins and public addresses, no redirect
 leaves them, and retries back off honouring Retry-After.
 
+``RobotsTxtMiddleware`` replaces Scrapy's, which lets some requests past robots.txt (see its docstring).
+
 The crawl's network rules live in :mod:`scraper.netguard`; these middlewares apply them to each request
 (``OriginGuardMiddleware``, first in the chain: start pages, links, images, redirects, robots.txt, requests
 from a shared queue alike), to each redirect before it is followed (``OffsiteRedirectMiddleware``), and name
@@ -16,9 +18,12 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urljoin, urlsplit
 
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
+from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware as ScrapyRobotsTxtMiddleware
 from scrapy.exceptions import CannotResolveHostError, IgnoreRequest
 from scrapy.utils.asyncio import sleep
+from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.response import response_status_message
+from twisted.internet.defer import Deferred
 from twisted.internet.error import DNSLookupError
 
 from scraper.netguard import (
@@ -103,6 +108,23 @@ class OriginGuardMiddleware:
             if reason is not None:
                 raise BlockedAddress(f"refused {request.url}: {reason}")
         return None
+
+
+class RobotsTxtMiddleware(ScrapyRobotsTxtMiddleware):
+    """Scrapy's robots.txt middleware, with every request judged by the parsed robots.txt.
+
+    Scrapy (2.19) parks the requests that arrive while a host's robots.txt is being fetched on one Deferred,
+    and each turns it into an asyncio Future. Twisted passes the parser to the first waiter only: the Future's
+    callback returns None, which is what every later waiter receives, and None means "no robots.txt, allow".
+    So a crawl that starts several requests at once on a new host (start URLs, a page's images, the requests
+    another process left in the shared queue) fetched disallowed URLs. Once the fetch has settled, the parser
+    (or None, after a failed fetch) is in ``_parsers``; every waiter reads it from there.
+    """
+
+    async def robot_parser(self, request):
+        parser = await super().robot_parser(request)
+        settled = self._parsers.get(urlparse_cached(request).netloc, parser)
+        return parser if isinstance(settled, Deferred) else settled
 
 
 class RefusedAddressMiddleware:

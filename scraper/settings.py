@@ -86,6 +86,9 @@ DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.offsite.OffsiteMiddleware": None,
     "scraper.middlewares.OriginGuardMiddleware": 50,
     "scraper.middlewares.MaxImagesMiddleware": 60,
+    # Scrapy's lets requests that wait for a host's robots.txt together past it; ours judges each (same slot).
+    "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
+    "scraper.middlewares.RobotsTxtMiddleware": 100,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "scraper.middlewares.BackoffRetryMiddleware": 550,
     # Above the retry middleware (550): a host whose addresses were all refused is not retried.

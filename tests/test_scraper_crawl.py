@@ -313,3 +313,30 @@ def test_depth_limit(crawl):
 def test_no_temp_files_left(crawl):
     leftovers = [p for p in crawl["out"].rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_requests_waiting_together_for_robots_txt_all_obey_it(tmp_path):
+    # A slow robots.txt and several start pages: every request parks on the one robots.txt fetch of the host.
+    # Scrapy's own middleware handed the parser to the first of them only; the others went out unchecked.
+    private = [f"/private/p{i}.html" for i in range(6)]
+    with LoopbackSite() as site:
+        r = site.routes
+        r["/robots.txt"] = Route(b"User-agent: *\nDisallow: /private/\n", content_type="text/plain", delay_s=0.5)
+        r["/open.html"] = page('<img src="/img/a.jpg"><img src="/private/b.jpg">')
+        r["/img/a.jpg"] = image(jpeg(71))
+        r["/private/b.jpg"] = image(jpeg(72))
+        for path in private:
+            r[path] = page('<img src="/img/a.jpg">')
+        cmd = build_command(
+            out=tmp_path / "raw", start_urls=[site.base_url + p for p in [private[0], "/open.html", *private[1:]]],
+            depth=1, timeout=TIMEOUT_S, download_delay=0, retries=0, workers=1, concurrency_per_domain=8,
+            allowed_networks=["127.0.0.1/32"],
+        )
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        requested = [req.path for req in site.requests]
+    assert requested.count("/robots.txt") == 1
+    assert [p for p in requested if p.startswith("/private/")] == []
+    assert "/open.html" in requested and "/img/a.jpg" in requested
+    manifest = pd.read_parquet(tmp_path / "raw" / "manifest.parquet")
+    assert manifest.loc[manifest["url"] == site.base_url + "/private/b.jpg", "status"].tolist() == ["robots"]
