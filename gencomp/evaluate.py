@@ -370,7 +370,7 @@ def _prepare_cells(cells: Sequence[Cell]) -> list[_CellInfo]:
             info.family = str(getattr(codec, "family", ""))
             if isinstance(codec, ModelCodec):
                 _describe_model(info, codec)
-            info.resolved_json = canonical_json(json.loads(json.dumps(codec.settings, default=str)))
+            info.resolved_json = canonical_json(json.loads(json.dumps(codec.defining_settings(), default=str)))
         except Exception as exc:
             info.error = f"cannot create codec: {type(exc).__name__}: {exc}"
             log.error("cell %r: %s", cell.label, info.error)

@@ -15,7 +15,8 @@ from PIL import Image
 
 from gencomp.codecs import decode_file, get_codec, inspect
 from gencomp.codecs.container import unpack
-from gencomp.codecs.inversion import dequantize_uniform, quantize_uniform
+from gencomp import metrics
+from gencomp.codecs.inversion import _ssim_per_item, dequantize_uniform, quantize_uniform
 from gencomp.codecs.tiling import TileGrid, merge_tiles, pad_to_multiple, split_tiles
 from gencomp.models import load_model
 from tests.tiny_models import LATENT, TILE
@@ -121,6 +122,34 @@ def test_restarts_pick_the_best_per_tile(gan_path):
             return (gen(torch.from_numpy(z)) - targets).pow(2).mean(dim=(1, 2, 3)).numpy()
 
     assert np.all(tile_errors(three) <= tile_errors(one) + 1e-7)
+
+
+def test_search_objective_ssim_as_the_metrics_measure_it():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (2, 24, 20, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-40, 41, a.shape), 0, 255).astype(np.uint8)
+    to_unit = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1  # noqa: E731
+    ours = _ssim_per_item(to_unit(a), to_unit(b)).numpy()
+    assert ours == pytest.approx([metrics.ssim(Image.fromarray(x), Image.fromarray(y)) for x, y in zip(a, b)], abs=1e-5)
+    assert _ssim_per_item(to_unit(a), to_unit(a)).numpy() == pytest.approx([1.0, 1.0], abs=1e-6)
+
+
+# One tile (the search's SSIM is the image's, as for a face on a 128-px domain GAN), and blended tiles (the search
+# measures the blend). Edge-to-edge tiles are judged one by one, which on the tiny GAN's 8-px tiles is not the
+# image's SSIM.
+@pytest.mark.parametrize("size,overlap", [((8, 8), 0), ((24, 16), 2)])
+def test_ssim_objective_buys_ssim_and_any_decoder_reads_its_files(gan_path, size, overlap):
+    image = _photo(*size)
+    results = {}
+    for objective in ["mse", "ssim"]:
+        codec = get_codec("gan-inversion", model=gan_path, steps=40, objective=objective, overlap=overlap)
+        data = codec.encode(image)
+        decoded = get_codec("gan-inversion", model=gan_path).decode(data)  # the objective is the encoder's alone
+        assert np.array_equal(np.asarray(decoded), np.asarray(codec.decode(data)))
+        results[objective] = (metrics.ssim(image, decoded), _mse(decoded, image), len(data))
+    assert results["ssim"][0] > results["mse"][0]
+    assert results["mse"][1] < results["ssim"][1]
+    assert results["ssim"][2] == results["mse"][2]
 
 
 def test_encoding_is_deterministic_given_the_seed(gan_path):

@@ -338,6 +338,21 @@ def test_default_settings_share_cache_with_explicit_ones(tmp_path):
     assert ENCODES.calls == [] and frame.attrs["cached"] == 1
 
 
+def test_a_setting_added_later_keeps_earlier_caches_at_its_default(tmp_path, monkeypatch):
+    images = _images(1)
+    cells = expand_grid([{"codec": "test-quantize", "settings": {"levels": 4}}])
+    run_grid(cells, {"d": images}, cache_dir=tmp_path, workers=1)
+    monkeypatch.setattr(QuantizeCodec, "params", QuantizeCodec.params + (
+        Param("search", "str", "plain", "a later encoder option", ("plain", "deep"), added_later=True),))
+    ENCODES.reset()
+    frame = run_grid(cells, {"d": images}, cache_dir=tmp_path, workers=1)
+    assert ENCODES.calls == [] and frame.attrs["cached"] == 1
+    assert json.loads(frame.loc[0, "settings"]) == {"levels": 4}
+    deep = expand_grid([{"codec": "test-quantize", "settings": {"levels": 4, "search": "deep"}}])
+    frame = run_grid(deep, {"d": images}, cache_dir=tmp_path, workers=1)
+    assert frame.attrs["computed"] == 1 and json.loads(frame.loc[0, "settings"])["search"] == "deep"
+
+
 def test_failures_are_recorded_not_cached_and_do_not_stop_the_grid(tmp_path):
     spec = [
         {"codec": "test-quantize", "settings": {"levels": 4}, "label": "ok"},

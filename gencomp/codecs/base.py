@@ -53,6 +53,9 @@ class Param:
     default: Any
     help: str
     choices: tuple[Any, ...] | None = None
+    # A setting added after results were cached: at its default it is left out of ``defining_settings``, so the
+    # cells of earlier code (which behaved as the default does) keep their cache keys.
+    added_later: bool = False
 
 
 def _coerce(codec: str, param: Param, value: Any) -> Any:
@@ -109,6 +112,13 @@ class Codec(abc.ABC):
             raise ValueError(f"codec {self.name!r} has no setting(s) {sorted(unknown)}; it takes {sorted(known)}")
         self.settings: dict[str, Any] = {
             p.name: _coerce(self.name, p, settings.get(p.name, p.default)) for p in self.params
+        }
+
+    def defining_settings(self) -> dict[str, Any]:
+        """The settings that define this codec's output, as cache keys and result tables record them."""
+        return {
+            p.name: self.settings[p.name] for p in self.params
+            if not (p.added_later and self.settings[p.name] == p.default)
         }
 
     @abc.abstractmethod
