@@ -57,6 +57,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from PIL import Image
 
 from gencomp import metrics, perceptual
@@ -331,8 +332,16 @@ def _thread_map(workers: int) -> Callable[[Callable, list], list]:
     def map_fn(fn: Callable, items: list) -> list:
         if not items:
             return []
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items)))) as pool:
-            return list(pool.map(fn, items))
+        pool_size = max(1, min(workers, len(items)))
+        # Each unit's torch ops would otherwise use every core too, and OpenMP threads spin while they wait:
+        # 2 units x 2 threads on 2 cores ran a GAN/VAE-GAN grid 13 % slower than 2 units x 1 thread.
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(max(1, threads_before // pool_size))
+        try:
+            with ThreadPoolExecutor(max_workers=pool_size) as pool:
+                return list(pool.map(fn, items))
+        finally:
+            torch.set_num_threads(threads_before)
 
     return map_fn
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from gencomp import evaluate
@@ -351,6 +352,21 @@ def test_a_setting_added_later_keeps_earlier_caches_at_its_default(tmp_path, mon
     deep = expand_grid([{"codec": "test-quantize", "settings": {"levels": 4, "search": "deep"}}])
     frame = run_grid(deep, {"d": images}, cache_dir=tmp_path, workers=1)
     assert frame.attrs["computed"] == 1 and json.loads(frame.loc[0, "settings"])["search"] == "deep"
+
+
+def test_parallel_units_share_the_cores_and_the_thread_count_comes_back(tmp_path, monkeypatch):
+    seen = []
+    encode = QuantizeCodec.encode
+    monkeypatch.setattr(QuantizeCodec, "encode", lambda self, image: seen.append(torch.get_num_threads())
+                        or encode(self, image))
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        run_grid(expand_grid([{"codec": "test-quantize"}]), {"d": _images(3)}, cache_dir=tmp_path, workers=2)
+        assert seen == [2, 2, 2]
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_failures_are_recorded_not_cached_and_do_not_stop_the_grid(tmp_path):
