@@ -12,7 +12,9 @@ when results cover several domains):
   split of each domain (``--max-images`` images; photos downscaled to ``--photos-max-side`` so GAN inversion of
   a whole photo stays affordable on a CPU);
 - Table 1 in-domain: the faces GAN on ``--table1-images`` held-out faces (identities never seen in training) at
-  100 steps with float z and 8/6/4-bit z, and 1000 steps on the first ``--steps-1000-images``, with JPEG (1%).
+  100 steps with float z and 8/6/4-bit z, and 1000 steps on the first ``--steps-1000-images``, with JPEG (1%);
+  every GAN row twice: the search minimising MSE (the poster's), and minimising 1 - SSIM + MSE
+  (``objective=ssim``).
 
 Writes OUT_DIR/results.parquet and OUT_DIR/report/ (cross_domain.md, cross_domain.png), and for Table 1
 results_table1*.parquet with OUT_DIR/report_table1/ and report_table1_1000_steps/ (table1_in_domain_faces.md):
@@ -32,6 +34,9 @@ from gencomp.models import zoo
 from gencomp.report import build_report
 
 
+JPEG_Q1 = {"codec": "jpeg", "settings": {"quality": 1}, "label": "JPEG (1%)", "tables": ["table1"]}
+
+
 def matrix_grid() -> list[dict]:
     grid = []
     for model in zoo.models(installed_only=True):
@@ -45,12 +50,22 @@ def matrix_grid() -> list[dict]:
     return grid
 
 
+SEARCHES = {"mse": "", "ssim": ", SSIM search"}  # the inversion's objective, and how a row's label says it
+
+
 def table1_grid(model: str) -> list[dict]:
-    rows = [({"steps": 100, "bits": 32}, "GAN (100 steps)"), ({"steps": 100, "bits": 8}, "Lossy 8 bits"),
-            ({"steps": 100, "bits": 6}, "Lossy 6 bits"), ({"steps": 100, "bits": 4}, "Lossy 4 bits")]
-    return [{"codec": "gan-inversion", "settings": {"model": model, **s}, "label": label,
-             "group": "GAN inversion (100 steps)", "tables": ["table1"]} for s, label in rows] + [
-        {"codec": "jpeg", "settings": {"quality": 1}, "label": "JPEG (1%)", "tables": ["table1"]}]
+    rows = [({"steps": 100, "bits": 32}, "GAN (100 steps{})"), ({"steps": 100, "bits": 8}, "Lossy 8 bits{}"),
+            ({"steps": 100, "bits": 6}, "Lossy 6 bits{}"), ({"steps": 100, "bits": 4}, "Lossy 4 bits{}")]
+    return [{"codec": "gan-inversion", "settings": {"model": model, **s, "objective": objective},
+             "label": label.format(suffix), "group": f"GAN inversion (100 steps{suffix})", "tables": ["table1"]}
+            for objective, suffix in SEARCHES.items() for s, label in rows] + [JPEG_Q1]
+
+
+def steps_1000_grid(model: str) -> list[dict]:
+    """100 against 1000 steps, float z, each objective, with JPEG (1%)."""
+    return [{"codec": "gan-inversion", "settings": {"model": model, "steps": steps, "bits": 32, "objective": objective},
+             "label": f"GAN ({steps} steps{suffix})", "tables": ["table1"]}
+            for objective, suffix in SEARCHES.items() for steps in (100, 1000)] + [JPEG_Q1]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("--domains", nargs="+", default=["photos", "faces", "aerial"])
     ap.add_argument("--max-images", type=int, default=12)
-    ap.add_argument("--table1-images", type=int, default=48)
+    ap.add_argument("--table1-images", type=int, default=48, help="0: the matrix only")
     ap.add_argument("--steps-1000-images", type=int, default=12)
-    ap.add_argument("--photos-max-side", type=int, default=256)
+    ap.add_argument("--photos-max-side", type=int, default=256, help="0: the shards' own size")
     ap.add_argument("--faces-model", default="gan-faces")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
@@ -70,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     datasets = {d: shard_images(args.shards_root / d, "test", max_images=args.max_images,
-                                max_side=args.photos_max_side if d == "photos" else None) for d in args.domains}
+                                max_side=args.photos_max_side if d == "photos" and args.photos_max_side else None) for d in args.domains}
     matrix = run_grid(expand_grid(matrix_grid()), datasets, cache_dir=cache, workers=args.workers,
                       samples_dir=args.out / "samples", sample_images=1)
     write_results(matrix, args.out / "results.parquet")
@@ -78,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                            title="gencomp: models across domains")
     print(f"matrix: {len(matrix)} rows in {time.perf_counter() - t0:.0f} s:", ", ".join(sorted(written)), flush=True)
 
-    if "faces" in args.domains and args.faces_model in zoo.names():
+    if "faces" in args.domains and args.table1_images > 0 and args.faces_model in zoo.names():
         # its own results and report: every row of a table on the same images (the report means over the images
         # on which all of a table's rows succeeded)
         t1 = time.perf_counter()
@@ -87,10 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         write_results(table1, args.out / "results_table1.parquet")
         build_report(table1, args.out / "report_table1", dataset="faces", title="gencomp: Table 1 on faces")
         few = {"faces": faces["faces"][: args.steps_1000_images]}
-        long_rows = table1_grid(args.faces_model)[:1] + table1_grid(args.faces_model)[-1:] + [
-            {"codec": "gan-inversion", "settings": {"model": args.faces_model, "steps": 1000, "bits": 32},
-             "label": "GAN (1000 steps)", "tables": ["table1"]}]
-        steps_1000 = run_grid(expand_grid(long_rows), few, cache_dir=cache, workers=args.workers)
+        steps_1000 = run_grid(expand_grid(steps_1000_grid(args.faces_model)), few, cache_dir=cache, workers=args.workers)
         write_results(steps_1000, args.out / "results_table1_1000_steps.parquet")
         build_report(steps_1000, args.out / "report_table1_1000_steps", dataset="faces",
                      title="gencomp: Table 1 on faces, 100 against 1000 steps")
