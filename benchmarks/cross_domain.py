@@ -37,11 +37,12 @@ from gencomp.report import build_report
 JPEG_Q1 = {"codec": "jpeg", "settings": {"quality": 1}, "label": "JPEG (1%)", "tables": ["table1"]}
 
 
-def matrix_grid() -> list[dict]:
+def matrix_grid(precision: str = "float32") -> list[dict]:
     grid = []
     for model in zoo.models(installed_only=True):
         if model.kind == "gan":
-            grid.append({"codec": "gan-inversion", "settings": {"model": model.name, "steps": 100, "bits": 32},
+            grid.append({"codec": "gan-inversion", "settings": {"model": model.name, "steps": 100, "bits": 32,
+                                                                "precision": precision},
                          "label": f"GAN {model.name} (100 steps)", "tables": ["table1"]})
         else:
             grid.append({"codec": "vaegan", "settings": {"model": model.name, "channels": 28},
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--photos-max-side", type=int, default=256, help="0: the shards' own size")
     ap.add_argument("--faces-model", default="gan-faces")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                    help="arithmetic of the matrix's GAN searches (gan-inversion's precision)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.out / "cache"
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     datasets = {d: shard_images(args.shards_root / d, "test", max_images=args.max_images,
                                 max_side=args.photos_max_side if d == "photos" and args.photos_max_side else None) for d in args.domains}
-    matrix = run_grid(expand_grid(matrix_grid()), datasets, cache_dir=cache, workers=args.workers,
+    matrix = run_grid(expand_grid(matrix_grid(args.precision)), datasets, cache_dir=cache, workers=args.workers,
                       samples_dir=args.out / "samples", sample_images=1)
     write_results(matrix, args.out / "results.parquet")
     written = build_report(matrix, args.out / "report", samples_dir=args.out / "samples",

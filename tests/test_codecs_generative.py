@@ -152,6 +152,24 @@ def test_ssim_objective_buys_ssim_and_any_decoder_reads_its_files(gan_path, size
     assert results["ssim"][2] == results["mse"][2]
 
 
+@pytest.mark.parametrize("overlap", [0, 2])
+def test_a_bfloat16_search_finds_latents_about_as_good(gan_path, overlap):
+    image = _photo(24, 16)
+    errors = {}
+    for precision in ["float32", "bfloat16"]:
+        codec = get_codec("gan-inversion", model=gan_path, steps=40, precision=precision, overlap=overlap)
+        data = codec.encode(image)
+        decoded = get_codec("gan-inversion", model=gan_path).decode(data)  # the decoder is float32 either way
+        assert np.array_equal(np.asarray(decoded), np.asarray(codec.decode(data)))
+        errors[precision] = _mse(decoded, image)
+    start = _mse(get_codec("gan-inversion", model=gan_path, steps=0, overlap=overlap).decode(
+        get_codec("gan-inversion", model=gan_path, steps=0, overlap=overlap).encode(image)), image)
+    assert errors["bfloat16"] < start
+    assert errors["bfloat16"] <= 1.05 * errors["float32"]
+    with pytest.raises(ValueError, match="one of"):
+        get_codec("gan-inversion", model=gan_path, precision="float16")
+
+
 def test_encoding_is_deterministic_given_the_seed(gan_path):
     image = _photo(16, 8)
     make = lambda seed: get_codec("gan-inversion", model=gan_path, steps=5, init="random", seed=seed)  # noqa: E731
