@@ -66,7 +66,8 @@ def _to_tensor(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).to(torch.float32).unsqueeze(0)
 
 
-def _window_size(shorter_side: int) -> int:
+def ssim_window_size(shorter_side: int) -> int:
+    """The SSIM window for an image whose shorter side is this: 11 px, or the largest odd size that fits."""
     if shorter_side >= WINDOW_SIZE:
         return WINDOW_SIZE
     return shorter_side if shorter_side % 2 == 1 else shorter_side - 1
@@ -89,7 +90,7 @@ def psnr(original: ImageLike, reconstruction: ImageLike) -> float:
 def ssim(original: ImageLike, reconstruction: ImageLike) -> float:
     """SSIM as ``pytorch_msssim.ssim`` computes it on RGB in [0, 255] (``data_range=255``)."""
     a, b = _pair(original, reconstruction)
-    win_size = _window_size(min(a.shape[:2]))
+    win_size = ssim_window_size(min(a.shape[:2]))
     x, y = _to_tensor(a), _to_tensor(b)
     with torch.no_grad():
         if win_size == WINDOW_SIZE:
@@ -126,7 +127,7 @@ def _ms_ssim_few_scales(x: torch.Tensor, y: torch.Tensor, scales: int) -> float:
     # 160 px assertion replaced by a scale count that fits the image.
     weights = torch.tensor(MS_SSIM_WEIGHTS[:scales], dtype=x.dtype)
     weights = weights / weights.sum()
-    win_size = _window_size(min(x.shape[-2:]))
+    win_size = ssim_window_size(min(x.shape[-2:]))
     win = _fspecial_gauss_1d(win_size, WINDOW_SIGMA).repeat([x.shape[1], 1, 1, 1])
     contrast_terms = []
     for level in range(scales):

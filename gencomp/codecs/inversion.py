@@ -65,7 +65,7 @@ from gencomp.codecs.entropy import (
     unpack_uint,
 )
 from gencomp.codecs.tiling import TileGrid, blend_rows, blend_weights, split_tiles
-from gencomp.metrics import WINDOW_SIGMA, WINDOW_SIZE
+from gencomp.metrics import WINDOW_SIGMA, ssim_window_size
 
 FLOAT_BITS = (32, 16)
 MAX_UNIFORM_BITS = 12
@@ -426,9 +426,7 @@ class GANInversionCodec(ModelCodec):
 def _ssim_per_item(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Differentiable SSIM of each (3, H, W) pair in [-1, 1], as ``gencomp.metrics.ssim`` measures it on 8-bit
     pixels: mapped to [0, 1] first (SSIM's luminance term is not invariant to an offset), same window."""
-    side = min(x.shape[-2:])
-    win_size = WINDOW_SIZE if side >= WINDOW_SIZE else side - (1 - side % 2)
-    win = _fspecial_gauss_1d(win_size, WINDOW_SIGMA).repeat([x.shape[1], 1, 1, 1]).to(x)
+    win = _fspecial_gauss_1d(ssim_window_size(min(x.shape[-2:])), WINDOW_SIGMA).repeat([x.shape[1], 1, 1, 1]).to(x)
     per_channel, _ = _ssim((x + 1) / 2, (y + 1) / 2, data_range=1.0, win=win, size_average=False)
     return per_channel.mean(dim=1)
 
