@@ -12,9 +12,16 @@ deduplicated by each configuration below, and from clusters.parquet:
 - recall per transform: the share of originals whose copy is in the original's cluster;
 - false pairs / precision: over every pair of files that share a cluster, the ones from different photos.
 
-Domains: the faces (MANIFEST.tsv gives each face's identity; ``--faces`` of them, with a flip, an 8 % crop
-and a caption copy of each), aerial and textures: false pairs among different source files and, on faces,
-the clusters that mix two people. Candidate recall per hash kind (what each kind buys) is computed from the
+``--choose`` (run it on the tune half) instead picks ``verify_threshold`` by a stated rule, from the
+verification scores of that half alone: the midpoint between the highest score of a negative (a candidate
+pair, at the search threshold, of two different photos or of faces of two different people, with the faces
+split into halves by identity as the photos are) and the lowest 1st percentile of a copy made by one of
+the goal transforms (GOAL_TRANSFORMS), rounded to 0.01.
+
+Domains: the faces (MANIFEST.tsv gives each face's identity; the people of the half, split as the photos
+are; ``--faces`` of their faces, with a flip, an 8 % crop and a caption copy of each), aerial and textures:
+false pairs among different source files and, on faces, the clusters that mix two people. Candidate recall
+per hash kind (what each kind buys) is computed from the
 hash cache of the photo pool.
 """
 
@@ -40,6 +47,7 @@ import dedupe_transforms as T  # noqa: E402
 from gencomp.data import dedupe  # noqa: E402
 from gencomp.data.hashing import CANDIDATE_KINDS, as_uint64, read_hash_cache  # noqa: E402
 from gencomp.data.images import ImageRejected, open_image  # noqa: E402
+from gencomp.data.hashing import hash_files  # noqa: E402
 from gencomp.data.verify import verify_pairs  # noqa: E402
 
 CONFIGS = {
@@ -49,6 +57,10 @@ CONFIGS = {
     "verified (default)": dict(method="verified"),
 }
 FACE_TRANSFORMS = ("hflip", "crop_8", "caption_s")
+# The transforms named by the issue's goals (resize, recompression, greyscale, contrast, 8 % crop, 3 degree turn,
+# caption, flip): their copies must verify; the threshold rule of --choose keeps their 1st percentile above it.
+GOAL_TRANSFORMS = ("resize_25", "jpeg_q10", "grey", "contrast_130", "crop_8", "rot_3", "rot_m3", "caption_s",
+                   "caption_l", "hflip")
 
 
 def _seed(name: str) -> int:
@@ -177,6 +189,61 @@ def _aspect(feats, idx):
     return (feats["width"].astype(float) / feats["height"].astype(float)).to_numpy()[idx]
 
 
+def _person_of(folder: Path) -> dict:
+    man = pd.read_csv(folder / "MANIFEST.tsv", sep="\t")
+    return dict(zip(man["file"].str.replace(".jpg", "", regex=False), man["path_in_repo"].str.split("/").str[2]))
+
+
+def _negative_scores(feats: pd.DataFrame, group: np.ndarray, threshold: int, workers: int) -> np.ndarray:
+    """Verification scores of the candidate pairs (at ``threshold``) whose two files are of different groups."""
+    a, b, _, mirror, _ = dedupe.candidate_edges(feats, threshold, workers=workers)
+    neg = group[a] != group[b]
+    a, b, mirror = a[neg], b[neg], mirror[neg]
+    if not len(a):
+        return np.zeros(0)
+    idx = np.arange(len(feats))
+    sc, _ = verify_pairs(_thumbs(feats, idx[a]), _thumbs(feats, idx[b]), mirror,
+                         aspect_a=_aspect(feats, idx[a]), aspect_b=_aspect(feats, idx[b]))
+    return sc
+
+
+def choose_threshold(pool: pd.DataFrame, args, threshold: int = dedupe.DEFAULT_THRESHOLD) -> dict:
+    """The --choose rule (module docstring) on this half's photos and faces; prints the distributions."""
+    feats = hash_files(pool["path"], workers=args.workers)
+    src, tr = pool["source"].to_numpy(), pool["transform"].to_numpy()
+    orig = {s: i for i, (s, t) in enumerate(zip(src, tr)) if t == "original"}
+    rows = []
+    for t in sorted(set(tr) - {"original"}):
+        ci = np.nonzero(tr == t)[0]
+        oi = np.array([orig[s] for s in src[ci]])
+        sc, _ = verify_pairs(_thumbs(feats, oi), _thumbs(feats, ci), None,
+                             aspect_a=_aspect(feats, oi), aspect_b=_aspect(feats, ci))
+        rows.append({"transform": t, "goal": t in GOAL_TRANSFORMS, "p1": float(np.quantile(sc, 0.01)),
+                     "p5": float(np.quantile(sc, 0.05)), "min": float(sc.min())})
+    pos = pd.DataFrame(rows)
+    negatives = {"photos": _negative_scores(feats, src, threshold, args.workers)}
+    faces = Path(args.domains or "") / "faces"
+    if args.domains and (faces / "MANIFEST.tsv").is_file():
+        person = _person_of(faces)
+        files = [p for p in sorted(faces.glob("*.jpg")) if args.half == "all" or half_of(person[p.stem]) == args.half]
+        ff = hash_files(files, workers=args.workers)
+        negatives["faces"] = _negative_scores(ff, np.array([person[p.stem] for p in files]), threshold, args.workers)
+    goal_p1 = float(pos.loc[pos["goal"], "p1"].min())
+    neg_max = max(float(v.max()) for v in negatives.values() if len(v))
+    chosen = round((goal_p1 + neg_max) / 2, 2)
+    print(f"\n## verification scores on the {args.half} half (candidate search at {threshold} bits)\n")
+    print(pos.to_markdown(index=False, floatfmt=".3f"))
+    for k, v in negatives.items():
+        q = np.quantile(v, [0.5, 0.99, 0.999]) if len(v) else [np.nan] * 3
+        print(f"\nnegatives, {k}: {len(v)} candidate pairs; median {q[0]:.3f}, p99 {q[1]:.3f}, p99.9 {q[2]:.3f}, "
+              f"max {v.max() if len(v) else float('nan'):.3f}")
+    print(f"\nrule: (lowest goal-transform p1 {goal_p1:.3f} + highest negative {neg_max:.3f}) / 2 = "
+          f"verify_threshold {chosen:.2f} (the default is {dedupe.DEFAULT_VERIFY_THRESHOLD})")
+    return {"positives": rows, "negatives": {k: {"n": len(v), "max": float(v.max()) if len(v) else None}
+                                             for k, v in negatives.items()},
+            "goal_p1": goal_p1, "negative_max": neg_max, "verify_threshold": chosen}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--photos", required=True, help="folder of photos (e.g. ../shared/data/photos)")
@@ -189,6 +256,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--json", default=None, help="write every number here")
     ap.add_argument("--skip-candidates", action="store_true", help="leave out the candidate-recall table")
+    ap.add_argument("--choose", action="store_true",
+                    help="pick verify_threshold by the rule of the docstring on this half (use --half tune) and stop")
     args = ap.parse_args()
     work = Path(args.work)
     configs = [c for c in CONFIGS if c in args.configs.split(",")]
@@ -201,6 +270,11 @@ def main() -> None:
     t0 = time.perf_counter()
     pool = build_pool(jobs, args.workers)
     print(f"{len(photos)} photos ({args.half} half) -> {len(pool)} files in {time.perf_counter() - t0:.0f} s\n")
+    if args.choose:
+        report["choose"] = choose_threshold(pool, args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2, default=float))
+        return
 
     table = {}
     for name in configs:
@@ -233,7 +307,9 @@ def main() -> None:
                 continue
             files = sorted(folder.glob("*.jpg"))
             transforms = FACE_TRANSFORMS if name == "faces" else ()
-            if name == "faces":
+            if name == "faces":  # the people of this half (a person is in one half only), up to --faces files
+                person = _person_of(folder)
+                files = [p for p in files if args.half == "all" or half_of(person[p.stem]) == args.half]
                 files = files[: args.faces] if args.faces else []
             if not files:
                 continue
@@ -242,9 +318,6 @@ def main() -> None:
             dpool = build_pool(djobs, args.workers)
             group = "source"
             if name == "faces":
-                man = pd.read_csv(folder / "MANIFEST.tsv", sep="\t")
-                person = dict(zip(man["file"].str.replace(".jpg", "", regex=False),
-                                  man["path_in_repo"].str.split("/").str[2]))
                 dpool["person"] = dpool["source"].map(person)
                 group = "person"
             print(f"\n## {name}: {len(files)} originals, {len(dpool)} files\n")

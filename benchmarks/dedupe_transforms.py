@@ -3,10 +3,12 @@
 Every transform takes a decoded RGB original and a ``random.Random`` (corner, colour and text of an overlay)
 and returns encoded JPEG bytes (q90 unless the transform is itself a re-encode). Names say the strength:
 ``crop_8`` removes 8 % of the width and of the height (4 % off each side), ``crop_8_corner`` the same 8 %
-off the left and top only, ``rot_3`` rotates by 3 degrees (black corners, as most editors leave them),
-``rot_3_crop`` rotates and then crops to the largest upright rectangle inside (no black corners),
-``caption_s``/``caption_l`` paste an opaque text box of 35 % x 10 % / 55 % x 16 % of the image in a random
-corner, ``watermark`` draws half-transparent text in a corner. ``a+b`` applies ``a`` then ``b``.
+off the left and top only, ``crop_8_offset`` the 8 % split at a random share between the two sides of each
+axis, ``rot_3`` rotates by 3 degrees (black corners, as most editors leave them), ``rot_3_expand`` rotates
+onto a canvas grown to hold the whole turned image (PIL's ``expand=True``), ``rot_3_crop`` rotates and then
+crops to the largest upright rectangle inside (no black corners), ``caption_s``/``caption_l`` paste an
+opaque text box of 35 % x 10 % / 55 % x 16 % of the image in a random corner, ``watermark`` draws
+half-transparent text in a corner. ``a+b`` applies ``a`` then ``b``.
 """
 
 from __future__ import annotations
@@ -76,10 +78,10 @@ def _watermark(img, rng):
     size = max(10, round(0.06 * img.height))
     text = rng.choice(("© example.com", "shutterpics", "@photographer", "stock images"))
     font = _font(size)
-    l, t, r, b = draw.textbbox((0, 0), text, font=font)
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     margin = round(0.03 * img.width)
-    x = margin if rng.random() < 0.5 else img.width - (r - l) - margin
-    y = margin if rng.random() < 0.5 else img.height - (b - t) - margin
+    x = margin if rng.random() < 0.5 else img.width - (right - left) - margin
+    y = margin if rng.random() < 0.5 else img.height - (bottom - top) - margin
     draw.text((x, y), text, font=font, fill=(255, 255, 255, 140), stroke_width=max(1, size // 12),
               stroke_fill=(0, 0, 0, 140))
     return Image.alpha_composite(base, layer).convert("RGB")
@@ -109,6 +111,8 @@ STEPS = {
     "rot_m3": lambda im, r: im.rotate(-3, resample=Image.Resampling.BICUBIC),
     "rot_5": lambda im, r: im.rotate(5, resample=Image.Resampling.BICUBIC),
     "rot_3_crop": lambda im, r: _rotate_crop(im, 3),
+    "rot_3_expand": lambda im, r: im.rotate(3, resample=Image.Resampling.BICUBIC, expand=True),
+    "crop_8_offset": lambda im, r: _crop(im, 0.08, 0.08, r.random(), r.random()),
     "caption_s": lambda im, r: _caption(im, r, 0.35, 0.10),
     "caption_l": lambda im, r: _caption(im, r, 0.55, 0.16),
     "watermark": lambda im, r: _watermark(im, r),
@@ -119,7 +123,7 @@ JPEG_STEPS = {"jpeg_q50": 50, "jpeg_q30": 30, "jpeg_q10": 10}
 TRANSFORMS = [
     "resize_50", "resize_25", "jpeg_q50", "jpeg_q30", "jpeg_q10", "grey", "contrast_130", "contrast_70",
     "bright_115", "crop_4", "crop_8", "crop_15", "crop_8_corner", "crop_15_corner", "crop_8_wide", "hflip",
-    "rot_1", "rot_3", "rot_m3", "rot_5", "rot_3_crop", "caption_s", "caption_l", "watermark",
+    "rot_1", "rot_3", "rot_m3", "rot_5", "rot_3_crop", "rot_3_expand", "crop_8_offset", "caption_s", "caption_l", "watermark",
     "hflip+crop_8", "crop_8+resize_50+jpeg_q30", "grey+caption_s", "rot_3+jpeg_q30",
     "hflip+caption_s+jpeg_q50", "crop_8+rot_3+resize_50", "contrast_130+watermark+resize_50",
     "hflip+crop_15+grey",

@@ -73,7 +73,7 @@ HASH_KINDS = ("phash", "dhash")
 METHODS = ("verified", "hash")
 # Scores in pairs.parquet are reused only under the same id: the verifier and the thumbnails it compares
 # (a new hasher that makes thumbnails another way makes every cached score stale).
-VERIFIER_ID = f"verify-2/box13x13/turn3/small-blur/{THUMB_METHOD}"
+VERIFIER_ID = f"verify-3/box13x13/turn3/lk-affine6/small-blur/{THUMB_METHOD}"
 
 CLUSTER_SCHEMA = pa.schema(
     [
@@ -445,6 +445,32 @@ def _read_pairs_cache(path: Path) -> dict:
     return {(a, b, bool(m)): float(s) for a, b, m, s in zip(old["sha256_a"], old["sha256_b"], old["mirror"], old["score"])}
 
 
+def candidate_edges(features: pd.DataFrame, threshold: int, *, workers: int = 1):
+    """The candidate search of ``method="verified"`` over the rows of ``features`` (hash-cache columns, one
+    row per distinct image): every pair with some pair of candidate hashes within ``threshold`` bits.
+
+    The index holds each kind's canonical hash, plus its other orientation when that is ambiguous. Returns
+    ``(a, b, distance, mirror, how)``: row positions, the smallest distance, whether B is A's mirror image,
+    and which kinds matched (``"c92~full"``)."""
+    u = len(features)
+    hs, owner, kind_of, mirrored = [], [], [], []
+    for k, name in enumerate(CANDIDATE_KINDS):
+        h = as_uint64(features[name].to_numpy().astype(np.int64))
+        alt = as_uint64(features[f"{name}_alt"].to_numpy().astype(np.int64))
+        m = features[f"{name}_mirrored"].to_numpy().astype(bool)
+        two = alt != h
+        hs += [h, alt[two]]
+        owner += [np.arange(u), np.nonzero(two)[0]]
+        kind_of += [np.full(u, k), np.full(int(two.sum()), k)]
+        mirrored += [m, ~m[two]]
+    hs, owner = np.concatenate(hs), np.concatenate(owner)
+    kind_of, mirrored = np.concatenate(kind_of), np.concatenate(mirrored)
+    a, b, dist, ea, eb = cross_owner_edges(hs, owner, threshold, workers=workers)
+    names = np.array(list(CANDIDATE_KINDS), dtype=object)
+    how = np.array([f"{x}~{y}" for x, y in zip(names[kind_of[ea]], names[kind_of[eb]])], dtype=object)
+    return a, b, dist, mirrored[ea] ^ mirrored[eb], how
+
+
 def _cluster_verified(frame: pd.DataFrame, features: pd.DataFrame, *, threshold: int, verify_threshold: float,
                       guard_threshold: float, workers: int, pairs_path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The ``method="verified"`` clusters (see the module docstring) and the table of verified pairs."""
@@ -458,23 +484,7 @@ def _cluster_verified(frame: pd.DataFrame, features: pd.DataFrame, *, threshold:
     rows = ok_idx[first]  # one file row per distinct image
     u = len(rows)
 
-    # Entries of the candidate index: each kind's canonical hash, plus its other orientation when ambiguous.
-    hs, owner, kind_of, mirrored = [], [], [], []
-    for k, name in enumerate(CANDIDATE_KINDS):
-        h = as_uint64(features[name].to_numpy()[rows].astype(np.int64))
-        alt = as_uint64(features[f"{name}_alt"].to_numpy()[rows].astype(np.int64))
-        m = features[f"{name}_mirrored"].to_numpy()[rows].astype(bool)
-        two = alt != h
-        hs += [h, alt[two]]
-        owner += [np.arange(u), np.nonzero(two)[0]]
-        kind_of += [np.full(u, k), np.full(int(two.sum()), k)]
-        mirrored += [m, ~m[two]]
-    hs, owner = np.concatenate(hs), np.concatenate(owner)
-    kind_of, mirrored = np.concatenate(kind_of), np.concatenate(mirrored)
-    a, b, dist, ea, eb = cross_owner_edges(hs, owner, threshold, workers=workers)
-    mirror = mirrored[ea] ^ mirrored[eb]
-    names = np.array(list(CANDIDATE_KINDS), dtype=object)
-    how = np.array([f"{x}~{y}" for x, y in zip(names[kind_of[ea]], names[kind_of[eb]])], dtype=object)
+    a, b, dist, mirror, how = candidate_edges(features.iloc[rows], threshold, workers=workers)
 
     thumbs = features["thumb"].to_numpy()[rows]
     aspect = (features["width"].astype("float64") / features["height"].astype("float64")).to_numpy()[rows]
