@@ -13,10 +13,12 @@ deduplicated by each configuration below, and from clusters.parquet:
 - false pairs / precision: over every pair of files that share a cluster, the ones from different photos.
 
 ``--choose`` (run it on the tune half) instead picks ``verify_threshold`` by a stated rule, from the
-verification scores of that half alone: the midpoint between the highest score of a negative (a candidate
-pair, at the search threshold, of two different photos or of faces of two different people, with the faces
-split into halves by identity as the photos are) and the lowest 1st percentile of a copy made by one of
-the goal transforms (GOAL_TRANSFORMS), rounded to 0.01.
+verification scores of that half alone: the highest threshold that keeps 99 % of the copies of every goal
+transform (GOAL_TRANSFORMS): the lowest of their 1st percentiles, rounded down to 0.01. Precision is the goal
+without slack (no cluster may mix two people), so the threshold sits as far from the look-alikes as the
+recall goals allow. It prints the margin to the highest negative (a candidate pair, at the search threshold,
+of two different photos, or of faces of two different people, the faces split into halves by identity as
+the photos are); a margin of 0 or less means that no threshold keeps both.
 
 Domains: the faces (MANIFEST.tsv gives each face's identity; the people of the half, split as the photos
 are; ``--faces`` of their faces, with a flip, an 8 % crop and a caption copy of each), aerial and textures:
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import shutil
 import sys
 import time
@@ -230,15 +233,16 @@ def choose_threshold(pool: pd.DataFrame, args, threshold: int = dedupe.DEFAULT_T
         negatives["faces"] = _negative_scores(ff, np.array([person[p.stem] for p in files]), threshold, args.workers)
     goal_p1 = float(pos.loc[pos["goal"], "p1"].min())
     neg_max = max(float(v.max()) for v in negatives.values() if len(v))
-    chosen = round((goal_p1 + neg_max) / 2, 2)
+    chosen = math.floor(goal_p1 * 100 + 1e-9) / 100
     print(f"\n## verification scores on the {args.half} half (candidate search at {threshold} bits)\n")
     print(pos.to_markdown(index=False, floatfmt=".3f"))
     for k, v in negatives.items():
         q = np.quantile(v, [0.5, 0.99, 0.999]) if len(v) else [np.nan] * 3
         print(f"\nnegatives, {k}: {len(v)} candidate pairs; median {q[0]:.3f}, p99 {q[1]:.3f}, p99.9 {q[2]:.3f}, "
               f"max {v.max() if len(v) else float('nan'):.3f}")
-    print(f"\nrule: (lowest goal-transform p1 {goal_p1:.3f} + highest negative {neg_max:.3f}) / 2 = "
-          f"verify_threshold {chosen:.2f} (the default is {dedupe.DEFAULT_VERIFY_THRESHOLD})")
+    print(f"\nrule: the lowest goal-transform p1 {goal_p1:.3f}, rounded down: verify_threshold {chosen:.2f} "
+          f"(the default is {dedupe.DEFAULT_VERIFY_THRESHOLD}); margin to the highest negative ({neg_max:.3f}): "
+          f"{chosen - neg_max:+.3f}" + ("" if chosen > neg_max else ": NO threshold keeps both"))
     return {"positives": rows, "negatives": {k: {"n": len(v), "max": float(v.max()) if len(v) else None}
                                              for k, v in negatives.items()},
             "goal_p1": goal_p1, "negative_max": neg_max, "verify_threshold": chosen}

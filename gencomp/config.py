@@ -189,7 +189,7 @@ class DedupeParams(_Section):
     method: Literal["verified", "hash"] = "verified"
     hash: Literal["phash", "dhash"] = "phash"  # method: hash only
     threshold: int = Field(8, ge=0, le=16)  # Hamming bits: the candidate search (verified) or the clusters (hash)
-    verify_threshold: float = Field(0.85, ge=-1.0, le=1.0)  # score an edge needs to join (verified)
+    verify_threshold: float = Field(0.86, ge=-1.0, le=1.0)  # score an edge needs to join (verified)
     guard_threshold: float = Field(0.75, ge=-1.0, le=1.0)  # score against the representative, clusters of 3+
     workers: int = Field(2, ge=1)
     contact_sheet_clusters: int = Field(12, ge=0)

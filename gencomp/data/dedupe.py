@@ -62,13 +62,16 @@ from gencomp.data.neardup import (
     cross_owner_edges,
     popcount64,
 )
+from gencomp.config import DedupeParams
 from gencomp.data.verify import verify_pairs
 
-# Candidate search at 8 bits (of 64) over the canonical full/c92/c60 hashes, then verification at 0.85:
-# see BENCHMARKS.md ("Near-duplicates as the web makes them") for the measurements behind both numbers.
-DEFAULT_THRESHOLD = 8
-DEFAULT_VERIFY_THRESHOLD = 0.85
-DEFAULT_GUARD_THRESHOLD = 0.75
+# The defaults are the settings schema's (gencomp.config.DedupeParams): a candidate search at 8 bits (of 64)
+# over the canonical full/c92/c60 hashes, then verification; BENCHMARKS.md ("Near-duplicates as the web makes
+# them") has the measurements behind the numbers and the rule that chose verify_threshold.
+_SETTINGS = DedupeParams()
+DEFAULT_THRESHOLD = _SETTINGS.threshold
+DEFAULT_VERIFY_THRESHOLD = _SETTINGS.verify_threshold
+DEFAULT_GUARD_THRESHOLD = _SETTINGS.guard_threshold
 HASH_KINDS = ("phash", "dhash")
 METHODS = ("verified", "hash")
 # Scores in pairs.parquet are reused only under the same id: the verifier and the thumbnails it compares
