@@ -76,7 +76,7 @@ HASH_KINDS = ("phash", "dhash")
 METHODS = ("verified", "hash")
 # Scores in pairs.parquet are reused only under the same id: the verifier and the thumbnails it compares
 # (a new hasher that makes thumbnails another way makes every cached score stale).
-VERIFIER_ID = f"verify-3/box13x13/turn3/lk-affine6/small-blur/{THUMB_METHOD}"
+VERIFIER_ID = f"verify-3/box13x13/turn3/lk-affine6/cover20/small-blur/{THUMB_METHOD}"
 
 CLUSTER_SCHEMA = pa.schema(
     [

@@ -24,6 +24,10 @@ change costs nothing.
    and a gain and bias on Gaussian-blurred thumbnails (3 steps at sigma 3 px, then 4 at 1.5 px), each pixel weighted by a Cauchy function of its
    residual so that a caption box pulls little; the refined map is scored as in 2. The pair's score is the
    better of the two. Only grid scores between 0.55 and 0.95 are refined: outside it the decision is made.
+4. **Coverage.** A cell without detail in either image agrees perfectly and proves nothing. When the
+   counted cells hold less than a fifth of the detail of both images (different products on one white
+   background, where only the background is left once the differing cells are dropped), the score is
+   scaled down by that share.
 
 High-passed detail is what separates two people in one aligned layout (their low frequencies, which the
 hashes see, are alike); the cell trimming is what keeps a caption, a logo or the black corners of a turn
@@ -50,6 +54,7 @@ _ANGLES_DEG = (-3.0, 0.0, 3.0)
 _TOP_BOXES = 2  # coarse boxes per direction that reach the fine stage (plus the whole image)
 _SIGMA = 1.0  # high-pass at FINE resolution
 _BATCH = 128  # pairs per numpy batch
+_MIN_COVER = 0.2  # share of detail the counted cells must hold in one of the images (below: score scaled)
 
 
 def _axis_boxes() -> list[tuple[float, float]]:
@@ -252,8 +257,19 @@ def _fine(src: np.ndarray, dst_hp_cells: np.ndarray, dst_energy: np.ndarray, war
             diff = ((xc - dst_hp_cells) ** 2).sum(-1)
             best = np.maximum(best, 1.0 - diff / ((xc * xc).sum(-1) + dst_energy + eps))
     drop = _CELLS * _CELLS - _KEEP_FINE
-    worst = np.partition(best, drop - 1, axis=-1)[:, :drop].sum(axis=-1)
-    return (best.sum(axis=-1) - worst) / _KEEP_FINE
+    order = np.argsort(best, axis=-1)
+    kept = np.zeros(best.shape, dtype=bool)
+    np.put_along_axis(kept, order[:, drop:], True, axis=-1)
+    score = np.where(kept, best, 0.0).sum(axis=-1) / _KEEP_FINE
+    # Coverage: the share of an image's detail that lies in the cells that counted (the better of the two
+    # images). Cells without detail agree perfectly and prove nothing: two product shots on one white
+    # background, or two faces before one plain wall, would otherwise match on the background alone once
+    # the cells that differ were left out.
+    src_energy = (_cells(reg[:, 1:1 + FINE, 1:1 + FINE], FINE) ** 2).sum(-1)
+    floor = _CELLS * _CELLS * eps[:, 0]
+    cover = np.maximum((np.where(kept, src_energy, 0).sum(-1) + floor) / (src_energy.sum(-1) + floor),
+                       (np.where(kept, dst_energy, 0).sum(-1) + floor) / (dst_energy.sum(-1) + floor))
+    return score * np.minimum(1.0, cover / _MIN_COVER) if _MIN_COVER > 0 else score
 
 
 @dataclass(frozen=True)
