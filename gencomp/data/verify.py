@@ -20,10 +20,11 @@ change costs nothing.
    its best 10 of 16 cells.
 3. **Refine** (Lucas-Kanade): the best hypothesis is a point of a coarse grid, and the high-passed detail
    loses much of its agreement at half a pixel off (a crop whose offset falls between the tried boxes, a
-   turn of 5 degrees, a turn on a grown canvas). Gauss-Newton steps fit an affine map (6 parameters)
-   and a gain and bias on Gaussian-blurred thumbnails (3 steps at sigma 3 px, then 4 at 1.5 px), each pixel weighted by a Cauchy function of its
-   residual so that a caption box pulls little; the refined map is scored as in 2. The pair's score is the
-   better of the two. Only grid scores between 0.55 and 0.95 are refined: outside it the decision is made.
+   turn of 5 degrees, a turn on a grown canvas). Gauss-Newton steps fit an affine map (6 parameters) and
+   a gain and bias on Gaussian-blurred thumbnails (3 steps at sigma 3 px, then 4 at 1.5 px), on the inner
+   75 % of the box, each pixel weighted by a Cauchy function of its residual so that a caption box pulls
+   little; the refined map is scored as in 2. The pair's score is the better of the two. Only grid scores
+   between 0.55 and 0.95 are refined: outside that band the decision is made.
 4. **Coverage.** A cell without detail in either image agrees perfectly and proves nothing. When the
    counted cells hold less than a fifth of the detail of both images (different products on one white
    background, where only the background is left once the differing cells are dropped), the score is
