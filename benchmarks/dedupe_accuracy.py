@@ -23,8 +23,7 @@ the photos are); a margin of 0 or less means that no threshold keeps both.
 Domains: the faces (MANIFEST.tsv gives each face's identity; the people of the half, split as the photos
 are; ``--faces`` of their faces, with a flip, an 8 % crop and a caption copy of each), aerial and textures:
 false pairs among different source files and, on faces, the clusters that mix two people. Candidate recall
-per hash kind (what each kind buys) is computed from the
-hash cache of the photo pool.
+per hash kind (what each kind buys) is computed from the hash cache of the photo pool.
 """
 
 from __future__ import annotations
@@ -48,9 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dedupe_transforms as T  # noqa: E402
 
 from gencomp.data import dedupe  # noqa: E402
-from gencomp.data.hashing import CANDIDATE_KINDS, as_uint64, read_hash_cache  # noqa: E402
+from gencomp.data.hashing import CANDIDATE_KINDS, as_uint64, hash_files, read_hash_cache  # noqa: E402
 from gencomp.data.images import ImageRejected, open_image  # noqa: E402
-from gencomp.data.hashing import hash_files  # noqa: E402
 from gencomp.data.verify import verify_pairs  # noqa: E402
 
 CONFIGS = {
