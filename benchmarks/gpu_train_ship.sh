@@ -34,8 +34,9 @@
 # do, e.g. "gan-faces vaegan-photos"; all by default); RECON_WEIGHT (10); KODAK_DIR (photo VAE-GANs are also
 # checked on these images); CHECK_TIMEOUT (150 s; the model files are written before any check runs, so a cut
 # check loses numbers, not models); EXTRA_VAEGAN, EXTRA_GAN: more `--set key=value` words for every run of that
-# kind (tiny models to try the script on a CPU first). Every step runs under `timeout` and failures do not stop
-# the others.
+# kind (tiny models to try the script on a CPU first); NPROC (processes per run, 1: more start each run under
+# torchrun as DDP, what a CPU-only machine needs to use its cores, benchmarks/cpu_train_ship.sh). Every step runs
+# under `timeout` and failures do not stop the others.
 set -u
 ROOT=$1
 OUT=$2
@@ -81,12 +82,17 @@ VAEGAN_RECIPE=(--set rate_lambda=0.004 --set msssim_weight=0.0 --set adv_start=1
 GAN_RECIPE=(--set tile=128 --set g_width=24 --set d_width=24 --set e_width=24 --set batch_size=64
             --set crops_per_image=1 --set downscale_to=128 --set "recon_weight=${RECON_WEIGHT:-10}")
 
+LAUNCH=("$PY" -m gencomp.cli)
+if [ "${NPROC:-1}" -gt 1 ]; then
+    LAUNCH=("$PY" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" -m gencomp.cli)
+fi
+
 train() {  # train LOGNAME SECONDS KIND RUN_DIR ARGS...
     local name=$1 seconds=$2 kind=$3 dir=$4
     shift 4
     stamp "begin $name"
     # shellcheck disable=SC2086  # EXTRA_* are lists of words
-    timeout $((seconds + 150)) $PY -m gencomp.cli train "$kind" --out "$dir" "${COMMON[@]}" \
+    timeout $((seconds + 150)) "${LAUNCH[@]}" train "$kind" --out "$dir" "${COMMON[@]}" \
         --set "max_time_s=$seconds" "$@" >"$WORK/$name.txt" 2>&1
     stamp "end $name (exit $?)"
     tail -3 "$WORK/$name.txt" >>"$LOG"

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The CPU recipe: about 2.5 hours of a 2-core machine spent on the model that ships, then its check.
+#
+#     bash benchmarks/cpu_train_ship.sh SHARDS_ROOT OUT_DIR        # KODAK_DIR=../shared/data/kodak to score Kodak
+#
+# It is benchmarks/gpu_train_ship.sh with CPU settings: one run (JOBS, default vaegan-photos-hyper: the shipped
+# VAE-GAN's autoencoder, started from its weights, trained jointly with the mean-scale hyperprior), its two
+# processes under torchrun (DDP, one thread each: on 2 cores two processes do more work than one process with two
+# threads, whose OpenMP threads spin-wait for each other), 8 crops of 256 px per process and step (16 per step, as
+# on the GPU). Phase 1 trains at the full learning rate for PHASE1_S seconds (6,600), phase 2 anneals for about
+# PHASE2_S (2,100); both resume (RESUME_ONLY) and every phase's end writes the model file to OUT_DIR. The check
+# then scores the run against the shipped model on the photo shards' test split and, with KODAK_DIR, on Kodak:
+# ship the file (scripts/ship_model.py) only when it wins there.
+set -u
+export NPROC=${NPROC:-2} THREADS=${THREADS:-1} WORKERS=${WORKERS:-0}
+export JOBS=${JOBS:-vaegan-photos-hyper} PHASE1_S=${PHASE1_S:-6600} PHASE2_S=${PHASE2_S:-2100}
+export CHECK_TIMEOUT=${CHECK_TIMEOUT:-1200}
+# batch_size is per process under DDP; the recipe's validations are two batches at each phase's end
+export EXTRA_VAEGAN="--set batch_size=$((16 / NPROC)) ${EXTRA_VAEGAN:-}"
+exec bash "$(dirname "$0")/gpu_train_ship.sh" "$@"
