@@ -36,7 +36,7 @@
 # check loses numbers, not models); EXTRA_VAEGAN, EXTRA_GAN: more `--set key=value` words for every run of that
 # kind (tiny models to try the script on a CPU first); NPROC (processes per run, 1: more start each run under
 # torchrun as DDP, what a CPU-only machine needs to use its cores, benchmarks/cpu_train_ship.sh). Every step runs
-# under `timeout` and failures do not stop the others.
+# under `timeout` and failures do not stop the others; the exit status is 1 when any phase failed.
 set -u
 ROOT=$1
 OUT=$2
@@ -94,7 +94,9 @@ train() {  # train LOGNAME SECONDS KIND RUN_DIR ARGS...
     # shellcheck disable=SC2086  # EXTRA_* are lists of words
     timeout $((seconds + 150)) "${LAUNCH[@]}" train "$kind" --out "$dir" "${COMMON[@]}" \
         --set "max_time_s=$seconds" "$@" >"$WORK/$name.txt" 2>&1
-    stamp "end $name (exit $?)"
+    local status=$?
+    stamp "end $name (exit $status)"
+    [ $status -eq 0 ] || echo "$name (exit $status, log $WORK/$name.txt)" >>"$WORK/failed.txt"
     tail -3 "$WORK/$name.txt" >>"$LOG"
     # the model as it stands goes to OUT at once: a device call cut short still returns every finished phase
     [ -f "$dir/model.pt" ] && $PY benchmarks/gpu_check.py "$RUNS" "$ROOT" "$OUT" --copy-run "$(basename "$dir")" \
@@ -172,3 +174,6 @@ tail -40 "$WORK/check.txt" | tee -a "$LOG"
 stamp "all done"
 # logs, summaries and metrics in one archive beside the model files and check.json
 tar -czf "$OUT/logs.tar.gz" -C "$WORK" --exclude='*.pt' --exclude='dvclive' . 2>/dev/null
+if [ -s "$WORK/failed.txt" ]; then  # the others' files came back; say which phases did not finish
+    echo "failed:"; cat "$WORK/failed.txt"; exit 1
+fi
