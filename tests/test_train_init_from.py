@@ -115,3 +115,54 @@ def test_the_finetune_preset_starts_from_the_shipped_model(kind, tmp_path):
                     dataset=AstronautCrops(crop, count=4), progress=False)
     done = summary["initialised_from"]
     assert done["path"].endswith(f"{kind}-default.pt") and done["share_of_weights"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def hyperprior_file(tmp_path_factory):
+    """A tiny VAE-GAN of another shape than any preset's: width 8, 8 latent channels, the hyperprior."""
+    root = tmp_path_factory.mktemp("hp")
+    train("vaegan", data_dir=None, out_dir=root, progress=False, dataset=AstronautCrops(32),
+          overrides=dict(TINY_VAEGAN, max_channels=8, channel_set=[8, 2], entropy_model="hyperprior",
+                         hyper_channels=8, rate_lambda=0.01, steps=2, val_every=1000))
+    return root / "model.pt"
+
+
+def test_architecture_init_takes_the_shape_of_the_model_it_starts_from(hyperprior_file, tmp_path):
+    """What lets the demo's finetune preset follow whichever model ships: every weight fits."""
+    summary = train("vaegan", data_dir=None, out_dir=tmp_path / "ft", preset="finetune", progress=False,
+                    overrides=dict(init_from=str(hyperprior_file), steps=1, batch_size=2, crop=32),
+                    dataset=AstronautCrops(32, count=4))
+    cfg = summary["config"]
+    assert (cfg["width"], cfg["max_channels"], cfg["channel_set"]) == (8, 8, [8, 2])
+    assert (cfg["entropy_model"], cfg["hyper_channels"]) == ("hyperprior", 8)
+    assert summary["initialised_from"]["share_of_weights"] == 1.0
+    assert load_model(tmp_path / "ft" / "model.pt").config["model"]["entropy_model"] == "hyperprior"
+
+
+def test_settings_given_explicitly_win_over_the_init_models_shape(hyperprior_file, tmp_path):
+    summary = train("vaegan", data_dir=None, out_dir=tmp_path / "ft", preset="finetune", progress=False,
+                    overrides=dict(init_from=str(hyperprior_file), entropy_model="channel", steps=1,
+                                   batch_size=2, crop=32),
+                    dataset=AstronautCrops(32, count=4))
+    assert summary["config"]["entropy_model"] == "channel" and summary["config"]["width"] == 8
+    # the autoencoder came from the file, the channel prior (which the file lacks) starts fresh
+    assert 0.5 < summary["initialised_from"]["share_of_weights"] < 1.0
+    assert list(summary["initialised_from"]["tensors_initialised_fresh"]) == ["prior"]
+
+
+def test_architecture_preset_keeps_the_tables_shape(hyperprior_file, tmp_path):
+    """cpu-full's width 64 does not fit a width-8 file: refused, as a mismatched init_from always was."""
+    with pytest.raises(InitFromError, match="architectures differ"):
+        train("vaegan", data_dir=None, out_dir=tmp_path / "full", preset="cpu-full", progress=False,
+              overrides=dict(init_from=str(hyperprior_file), steps=1, batch_size=2, crop=32),
+              dataset=AstronautCrops(32, count=4))
+
+
+def test_a_gan_finetune_takes_the_generators_shape(trained, tmp_path):
+    summary = train("gan", data_dir=None, out_dir=tmp_path / "ft", preset="finetune", progress=False,
+                    overrides=dict(init_from=str(trained / "gan" / "model.pt"), steps=1, encoder_steps=1,
+                                   batch_size=2),
+                    dataset=AstronautCrops(32, count=4))
+    cfg = summary["config"]
+    assert (cfg["tile"], cfg["g_width"], cfg["e_width"]) == (32, 4, 4)
+    assert summary["initialised_from"]["share_of_weights"] > 0.5  # the discriminator starts fresh

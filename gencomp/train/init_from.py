@@ -43,6 +43,28 @@ def resolve_init_path(value: str, kind: str | None = None) -> Path:
         raise InitFromError(str(exc)) from None
 
 
+def architecture(value: str, kind: str) -> dict[str, Any]:
+    """The training settings that give a run the shape of the model file ``value`` (``architecture: init``):
+    its widths, latent channels, decoder and entropy model, so its weights all fit."""
+    loaded = load_model(resolve_init_path(value, kind))
+    if loaded.kind != kind:
+        raise InitFromError(f"init_from {value!r} is a {loaded.kind!r} model; this run trains a {kind!r} model")
+    config = loaded.config
+    if kind == "vaegan":
+        model = config["model"]
+        shape = {key: model[key] for key in ("max_channels", "channel_set", "width", "downsample", "upsample")}
+        shape["entropy_model"] = model.get("entropy_model", "channel")
+        if "hyperprior" in config:
+            shape["hyper_channels"] = config["hyperprior"]["channels"]
+        return shape
+    generator, encoder = config["generator"], config.get("encoder") or {}
+    shape = {"latent_dim": generator["latent_dim"], "tile": generator["tile"], "g_width": generator["width"],
+             "g_norm": generator.get("norm", "batch")}
+    if "width" in encoder:
+        shape["e_width"] = encoder["width"]
+    return shape
+
+
 def copy_matching(target: nn.Module, source: nn.Module) -> tuple[dict[str, int], dict[str, int]]:
     """Copy ``source``'s tensors into ``target`` where name and shape match: (copied, left as initialised),
     each a {tensor name: element count}."""

@@ -39,7 +39,7 @@ from gencomp.models.store import load_model
 from gencomp.train.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
 from gencomp.train.data import BatchStream, first_batches, make_datasets
 from gencomp.train.gan import GANRecipe
-from gencomp.train.init_from import initialise
+from gencomp.train.init_from import architecture, initialise
 from gencomp.train.logging import TrainLogger
 from gencomp.train.presets import resolve_preset
 from gencomp.train.recipe import Recipe
@@ -54,10 +54,10 @@ MODEL_NAME = "model.pt"
 # Settings that may change between a checkpoint and its resumption (schedules, logging, workers); any other
 # difference means the checkpoint belongs to a different experiment and resuming it would mix the two.
 RESUMABLE_CHANGES = {"steps", "encoder_steps", "checkpoint_every", "log_every", "val_every", "val_batches",
-                     "num_workers", "threads", "compile", "max_time_s", "init_from"}
+                     "num_workers", "threads", "compile", "max_time_s", "init_from", "architecture"}
 # Settings added after checkpoints were first written, with the value that reproduces how older code behaved:
 # an older checkpoint lacks them, and must still resume when they have that value.
-ADDED_SETTINGS = {"epochs_per_pass": 1, "init_from": ""}
+ADDED_SETTINGS = {"epochs_per_pass": 1, "init_from": "", "architecture": "preset"}
 ADDED_KIND_SETTINGS = {  # the same, for one kind
     "vaegan": {"entropy_model": "channel", "hyper_channels": 64},
     "gan": {"recon_weight": 0.0, "recon_latent_weight": 0.1},
@@ -86,6 +86,9 @@ def train(kind: str, *, data_dir: str | os.PathLike | None, out_dir: str | os.Pa
     iterables of float32 (3, crop, crop) tensors in [0, 1], optionally with ``set_epoch(epoch)``.
     """
     cfg = resolve_preset(kind, preset, overrides)
+    if cfg["architecture"] == "init" and cfg["init_from"]:
+        # the model file's shape beneath the settings given explicitly, validated as any override is
+        cfg = resolve_preset(kind, preset, {**architecture(cfg["init_from"], kind), **(overrides or {})})
     out_dir = Path(out_dir)
     if dataset is None and data_dir is None:
         raise ValueError("train needs data_dir (a shards folder) or an injected dataset")

@@ -22,6 +22,9 @@ _COMMON = {
     # a model file (or a shipped model's name, e.g. "vaegan-default") whose matching weights a fresh run starts
     # from; "" starts from random weights. Ignored on --resume: the checkpoint has the weights.
     "init_from": "",
+    # "preset": the model's shape (widths, channels, entropy model, ...) is this table's; "init": init_from's
+    # model file's, so a fine-tune follows whatever model ships (keys set explicitly still win)
+    "architecture": "preset",
     "batch_size": 16,
     "num_workers": 0,  # DataLoader workers per process
     # torch intra-op threads on CPU (0: torch's default). 1 by default because on a shared 2-core machine two
@@ -235,6 +238,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 PRESETS["gan"]["finetune"] = {
     **PRESETS["gan"]["cpu-full"],
     "init_from": "gan-default",
+    "architecture": "init",
     "steps": 20,
     "encoder_steps": 60,
     "lr_g": 1e-5,
@@ -248,6 +252,7 @@ PRESETS["gan"]["finetune"] = {
 PRESETS["vaegan"]["finetune"] = {
     **PRESETS["vaegan"]["cpu-full"],
     "init_from": "vaegan-default",
+    "architecture": "init",
     "steps": 200,
     "lr": 5e-5,
     "lr_prior": 1e-4,
@@ -291,6 +296,7 @@ _CHOICES = {
     "upsample": ("subpixel", "subpixel-blur", "nearest"),
     "g_norm": ("batch", "pixel"),
     "entropy_model": ("channel", "hyperprior"),
+    "architecture": ("preset", "init"),
 }
 
 
