@@ -47,6 +47,8 @@ def _mean(rows: list[dict]) -> dict:
 
 
 def _bd(test: list[dict], anchor: list[dict]) -> float | None:
+    if min(len(test), len(anchor)) < 2:  # one quant_scale is a point, not a curve
+        return None
     try:
         return bd_rate([r["bpp"] for r in anchor], [r["psnr"] for r in anchor],
                        [r["bpp"] for r in test], [r["psnr"] for r in test], method="pchip")
