@@ -123,10 +123,12 @@ def test_blending_holds_one_strip_not_every_tile():
 
 
 @pytest.mark.parametrize("name", ["gan-inversion-float32.gcz", "gan-inversion-8bit.gcz", "gan-inversion-entropy.gcz"])
-def test_edge_to_edge_files_are_byte_identical_to_before(name):
-    """overlap=0 re-encodes the golden image into the golden file written before tiles could overlap, byte for
-    byte. The search's float sums depend on how torch splits them: 2 threads, as on the 2-core machine that
-    wrote them."""
+def test_edge_to_edge_files_are_the_files_of_before(name):
+    """overlap=0 re-encodes the golden image into the golden file written before tiles could overlap: the same
+    header (no overlap key), the same latents and the same pixels. Byte for byte on the CPU that wrote them; on
+    another CPU the search's float sums round differently (other SIMD kernels: README, Determinism), which moves a
+    float32 latent or the fitted mean in its last bits and nothing else. A changed tiling moves latents by their
+    own size (std 0.18 here) and the pixels by many grey levels."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
@@ -135,13 +137,27 @@ def test_edge_to_edge_files_are_byte_identical_to_before(name):
     codec, settings, _ = SETTINGS[name]
     assert settings["overlap"] == 0
     record = json.loads((GOLDEN / "golden.json").read_text())["files"][name]
-    torch.set_num_threads(2)
+    model = GOLDEN / record["model"]
+    torch.set_num_threads(2)  # as on the 2-core machine that wrote them
     try:
-        data = get_codec(codec, model=GOLDEN / record["model"], **settings).encode(golden_image())
+        data = get_codec(codec, model=model, **settings).encode(golden_image())
     finally:
         torch.set_num_threads(1)
-    assert hashlib.sha256(data).hexdigest() == record["file_sha256"]
-    assert "o" not in inspect(data)["params"]
+    old = (GOLDEN / name).read_bytes()
+    if hashlib.sha256(data).hexdigest() == record["file_sha256"]:
+        return  # the writing machine's arithmetic: nothing more to compare
+    new_file, old_file = unpack(data), unpack(old)
+    for field in ("codec_id", "fingerprint", "width", "height", "total_size"):
+        assert getattr(new_file, field) == getattr(old_file, field), field
+    assert "o" not in new_file.params and new_file.params.keys() == old_file.params.keys()
+    for key, value in old_file.params.items():
+        assert new_file.params[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    if old_file.params.get("b") == 32:  # float32 latents as they are
+        np.testing.assert_allclose(np.frombuffer(new_file.payload, np.float32),
+                                   np.frombuffer(old_file.payload, np.float32), atol=1e-4)
+    new_pixels = np.asarray(decode_file(data, model=model), dtype=np.float64)
+    old_pixels = np.asarray(decode_file(old, model=model), dtype=np.float64)
+    assert np.abs(new_pixels - old_pixels).max() <= 1  # one grey level at most
 
 
 def test_an_image_of_one_tile_is_coded_as_without_overlap(gan_path):
