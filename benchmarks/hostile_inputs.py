@@ -85,7 +85,7 @@ def build(tmp: Path) -> dict[str, tuple[str, Path]]:
     def repack(data: bytes, **changes) -> bytes:
         c = unpack(data)
         fields = dict(codec_id=c.codec_id, width=c.width, height=c.height, payload=c.payload,
-                      fingerprint=c.fingerprint, params=c.params)
+                      fingerprint=c.fingerprint, params=c.params, version=c.version)
         return pack(**{**fields, **changes})
 
     image = _image(768, 512)

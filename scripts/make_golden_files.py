@@ -1,11 +1,14 @@
 """Write the golden ``.gcz`` files of tests/test_golden_files.py: one per learned bitstream and storage.
 
-    python scripts/make_golden_files.py tests/fixtures/golden
+    python scripts/make_golden_files.py tests/fixtures/golden            # all of them, and the models
+    python scripts/make_golden_files.py tests/fixtures/golden NAME ...   # only these, with the models there
 
 Each file is a small photo-like image encoded with a tiny seeded model that is written beside it (so the files
 pin the format and the decoders' arithmetic, not whichever model ships). ``golden.json`` records, per file, the
-sha256 of the file and of the pixels it decodes to on the machine that wrote it. Rerun this only for a
+sha256 of the file and of the pixels it decodes to on the machine that wrote it. Rerun it whole only for a
 deliberate format change -- which also bumps the container's VERSION -- and keep the old files' refusal tested.
+A new codec parameter that old files lack (the GAN's tile overlap ``o``, its colour parameters ``k``) adds its
+own file by name and leaves the others, which must go on decoding as they did.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 from PIL import Image
 
 from gencomp.codecs import decode_file, get_codec
-from gencomp.codecs.container import VERSION
+from gencomp.codecs.container import MAGIC
 from gencomp.models import VAEGAN, GaussianChannelPrior, Generator, InversionEncoder, save_gan, save_vaegan
 from gencomp.models.hyperprior import Hyperprior
 
@@ -31,13 +34,19 @@ GOLDEN = {
     "vaegan-c4-raw16.gcz": ("vaegan", {"channels": 4, "storage": "raw", "raw_bits": 16, "refine_steps": 0}, "vaegan"),
     "vaegan-hp-c4-entropy.gcz": ("vaegan", {"channels": 4, "refine_steps": 0}, "vaegan-hp"),
     "vaegan-hp-c2-entropy-q2.gcz": ("vaegan", {"channels": 2, "quant_scale": 2.0, "refine_steps": 0}, "vaegan-hp"),
-    # written before tiles could overlap: edge to edge, which is no longer the default
-    "gan-inversion-float32.gcz": ("gan-inversion", {"steps": 3, "overlap": 0}, "gan"),
-    "gan-inversion-8bit.gcz": ("gan-inversion", {"steps": 3, "bits": 8, "overlap": 0}, "gan"),
-    "gan-inversion-entropy.gcz": ("gan-inversion", {"steps": 3, "bits": 8, "entropy": "gaussian", "overlap": 0}, "gan"),
-    # the default: overlapping tiles, blended (4 px of the tiny model's 32-px tiles)
-    "gan-inversion-overlap-8bit.gcz": ("gan-inversion", {"steps": 3, "bits": 8}, "gan"),
+    # written before tiles could overlap or carry colour parameters: edge to edge, z alone
+    "gan-inversion-float32.gcz": ("gan-inversion", {"steps": 3, "overlap": 0, "colour": "none"}, "gan"),
+    "gan-inversion-8bit.gcz": ("gan-inversion", {"steps": 3, "bits": 8, "overlap": 0, "colour": "none"}, "gan"),
+    "gan-inversion-entropy.gcz": ("gan-inversion", {"steps": 3, "bits": 8, "entropy": "gaussian", "overlap": 0,
+                                                    "colour": "none"}, "gan"),
+    # overlapping tiles, blended (4 px of the tiny model's 32-px tiles), before the colour parameters
+    "gan-inversion-overlap-8bit.gcz": ("gan-inversion", {"steps": 3, "bits": 8, "colour": "none"}, "gan"),
+    # the default: blended tiles, each with its gain and offset per channel; z entropy-coded after them
+    "gan-inversion-colour-8bit.gcz": ("gan-inversion", {"steps": 3, "bits": 8}, "gan"),
+    "gan-inversion-colour-entropy.gcz": ("gan-inversion", {"steps": 3, "bits": 8, "entropy": "gaussian"}, "gan"),
 }
+
+MODEL_FILES = {"vaegan": "vaegan-tiny.pt", "gan": "gan-tiny.pt", "vaegan-hp": "vaegan-hp-tiny.pt"}
 
 
 def golden_image() -> Image.Image:
@@ -75,26 +84,35 @@ def write_models(folder: Path) -> dict[str, Path]:
         hyper.h_a[-1].weight.mul_(10.0)
     save_vaegan(folder / "vaegan-hp-tiny.pt", model=hp_model, prior=None, quant_step=1.0, prior_fitted=False,
                 hyperprior=hyper)
-    return {"vaegan": folder / "vaegan-tiny.pt", "gan": folder / "gan-tiny.pt",
-            "vaegan-hp": folder / "vaegan-hp-tiny.pt"}
+    return {kind: folder / name for kind, name in MODEL_FILES.items()}
 
 
-def main(folder: str) -> int:
+def main(folder: str, names: list[str]) -> int:
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    models = write_models(out)
+    unknown = sorted(set(names) - set(GOLDEN))
+    if unknown:
+        print(f"no golden file named {unknown}; known: {sorted(GOLDEN)}", file=sys.stderr)
+        return 2
+    if names:  # the models and the other files stay as they are
+        models = {kind: out / name for kind, name in MODEL_FILES.items()}
+        record = json.loads((out / "golden.json").read_text())
+    else:
+        models = write_models(out)
+        record = {"files": {}}
     image = golden_image()
-    record = {"container_version": VERSION, "files": {}}
-    for name, (codec, settings, kind) in GOLDEN.items():
+    for name in names or GOLDEN:
+        codec, settings, kind = GOLDEN[name]
         data = get_codec(codec, model=models[kind], **settings).encode(image)
         (out / name).write_bytes(data)
         decoded = decode_file(data, model=models[kind])
-        record["files"][name] = {"codec": codec, "model": models[kind].name, "file_sha256": hashlib.sha256(data).hexdigest(),
+        record["files"][name] = {"codec": codec, "model": models[kind].name, "version": data[len(MAGIC)],
+                                 "file_sha256": hashlib.sha256(data).hexdigest(),
                                  "pixels_sha256": pixels_sha256(decoded), "size": list(decoded.size)}
     (out / "golden.json").write_text(json.dumps(record, indent=1) + "\n")
-    print(f"wrote {len(GOLDEN)} golden files and {len(models)} models to {out}")
+    print(f"wrote {len(names or GOLDEN)} golden file(s) to {out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/golden"))
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/golden", sys.argv[2:]))

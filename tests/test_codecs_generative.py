@@ -16,7 +16,16 @@ from PIL import Image
 from gencomp.codecs import decode_file, get_codec, inspect
 from gencomp.codecs.container import unpack
 from gencomp import metrics
-from gencomp.codecs.inversion import _ssim_per_item, dequantize_uniform, quantize_uniform
+from gencomp.codecs.entropy import unpack_uint
+from gencomp.codecs.inversion import (
+    COLOUR_BITS,
+    COLOUR_PARAMS,
+    _ssim_per_item,
+    apply_colour,
+    colour_values,
+    dequantize_uniform,
+    quantize_uniform,
+)
 from gencomp.codecs.tiling import TileGrid, merge_tiles, pad_to_multiple, split_tiles
 from gencomp.models import load_model
 from tests.tiny_models import LATENT, TILE
@@ -75,15 +84,21 @@ def test_tile_order_is_row_major():
 # -- GAN inversion -------------------------------------------------------------------------------------------
 
 
-def test_float_latents_decode_exactly_as_the_generator(gan_path):
+@pytest.mark.parametrize("colour", ["none", "affine"])
+def test_float_latents_decode_exactly_as_the_generator(gan_path, colour):
     image = _photo(20, 12)  # 3 x 2 tiles, padded
-    codec = get_codec("gan-inversion", model=gan_path, steps=3, overlap=0)  # blended tiles: test_inversion_overlap
+    codec = get_codec("gan-inversion", model=gan_path, steps=3, overlap=0, colour=colour)  # blended: test_inversion_overlap
     data = codec.encode(image)
-    container = unpack(data)
-    assert len(container.payload) == 6 * LATENT * 4
-    z = np.frombuffer(container.payload, dtype="<f4").reshape(6, LATENT)
+    payload = unpack(data).payload
+    colour_bytes = 0 if colour == "none" else -(-6 * COLOUR_PARAMS * COLOUR_BITS // 8)
+    assert len(payload) == colour_bytes + 6 * LATENT * 4
+    z = np.frombuffer(payload[colour_bytes:], dtype="<f4").reshape(6, LATENT)
     with torch.no_grad():
-        tiles = load_model(gan_path).generator(torch.from_numpy(z.copy())).permute(0, 2, 3, 1).numpy()
+        tiles = load_model(gan_path).generator(torch.from_numpy(z.copy()))
+        if colour == "affine":  # each tile's 2**gain * G(z) + offset, from the codes before z
+            codes = unpack_uint(payload[:colour_bytes], count=6 * COLOUR_PARAMS, bits=COLOUR_BITS)
+            tiles = apply_colour(tiles, torch.from_numpy(colour_values(codes.reshape(6, COLOUR_PARAMS))))
+        tiles = tiles.permute(0, 2, 3, 1).numpy()
     expected = merge_tiles(np.clip((tiles + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8), TileGrid(12, 20, TILE))
     decoded = codec.decode(data)
     assert decoded.size == (20, 12)
@@ -92,8 +107,8 @@ def test_float_latents_decode_exactly_as_the_generator(gan_path):
 
 @pytest.mark.parametrize("bits,entropy,expected_len", [(16, "none", 4 * LATENT * 2), (5, "none", 4 * LATENT * 5 // 8)])
 def test_payload_sizes(gan_path, bits, entropy, expected_len):
-    data = get_codec("gan-inversion", model=gan_path, steps=0, bits=bits, entropy=entropy, overlap=0).encode(
-        _photo(16, 16))
+    data = get_codec("gan-inversion", model=gan_path, steps=0, bits=bits, entropy=entropy, overlap=0,
+                     colour="none").encode(_photo(16, 16))  # z alone (the colour section: test_inversion_colour)
     assert len(unpack(data).payload) == expected_len
 
 
@@ -117,9 +132,10 @@ def test_restarts_pick_the_best_per_tile(gan_path):
     gen = one.loaded.generator
 
     def tile_errors(codec):
-        z = codec._reconstruct(codec.invert(targets, storage), storage)
+        z, colour = codec.invert(targets, storage)
         with torch.no_grad():
-            return (gen(torch.from_numpy(z)) - targets).pow(2).mean(dim=(1, 2, 3)).numpy()
+            tiles = apply_colour(gen(torch.from_numpy(codec._reconstruct(z, storage))), torch.from_numpy(colour))
+            return (tiles - targets).pow(2).mean(dim=(1, 2, 3)).numpy()
 
     assert np.all(tile_errors(three) <= tile_errors(one) + 1e-7)
 
@@ -137,12 +153,15 @@ def test_search_objective_ssim_as_the_metrics_measure_it():
 # One tile (the search's SSIM is the image's, as for a face on a 128-px domain GAN), and blended tiles (the search
 # measures the blend). Edge-to-edge tiles are judged one by one, which on the tiny GAN's 8-px tiles is not the
 # image's SSIM.
-@pytest.mark.parametrize("size,overlap", [((8, 8), 0), ((24, 16), 2)])
-def test_ssim_objective_buys_ssim_and_any_decoder_reads_its_files(gan_path, size, overlap):
+# With colour parameters, a single 8-px tile is nearly all colour: both searches end within 1 % of each other's MSE
+# (on either side), so that case is the z-only search's.
+@pytest.mark.parametrize("size,overlap,colour", [((8, 8), 0, "none"), ((24, 16), 2, "none"), ((24, 16), 2, "affine")])
+def test_ssim_objective_buys_ssim_and_any_decoder_reads_its_files(gan_path, size, overlap, colour):
     image = _photo(*size)
     results = {}
     for objective in ["mse", "ssim"]:
-        codec = get_codec("gan-inversion", model=gan_path, steps=40, objective=objective, overlap=overlap)
+        codec = get_codec("gan-inversion", model=gan_path, steps=40, objective=objective, overlap=overlap,
+                          colour=colour)
         data = codec.encode(image)
         decoded = get_codec("gan-inversion", model=gan_path).decode(data)  # the objective is the encoder's alone
         assert np.array_equal(np.asarray(decoded), np.asarray(codec.decode(data)))
@@ -183,7 +202,8 @@ def test_uniform_quantization_clips_and_decodes_to_bin_centres(gan_path):
     assert indices.tolist() == [0, 0, 3, 4, 7, 7, 7]
     centres = dequantize_uniform(indices, bits=3, clip=3.0)
     assert np.allclose(centres, [-2.625, -2.625, -0.375, 0.375, 2.625, 2.625, 2.625])
-    data = get_codec("gan-inversion", model=gan_path, steps=5, bits=3, init="random").encode(_photo(8, 8))
+    data = get_codec("gan-inversion", model=gan_path, steps=5, bits=3, init="random", colour="none").encode(
+        _photo(8, 8))
     payload = unpack(data).payload
     assert len(payload) == LATENT * 3 // 8
 

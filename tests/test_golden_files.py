@@ -1,7 +1,7 @@
 """Golden .gcz files (tests/fixtures/golden, written by scripts/make_golden_files.py): every learned bitstream
 still decodes to the very pixels it decoded to when it was written, and files of another format version are
 refused by name. A change that breaks this changes the format: bump container.VERSION and keep old files'
-refusal (or decoding) tested."""
+refusal (or decoding) tested. Version 2 marks the GAN files with colour parameters; all others are version 1."""
 
 from __future__ import annotations
 
@@ -13,16 +13,28 @@ import numpy as np
 import pytest
 
 from gencomp.codecs import decode_file, inspect
-from gencomp.codecs.container import VERSION, FingerprintMismatch, UnsupportedVersion
+from gencomp.codecs import container
+from gencomp.codecs.container import SUPPORTED_VERSIONS, VERSION, FingerprintMismatch, UnsupportedVersion
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 RECORD = json.loads((GOLDEN / "golden.json").read_text())
 VERSION_OFFSET = 4  # after the 4-byte magic (container.py's layout)
 
 
-def test_the_golden_files_are_of_this_format_version():
-    assert RECORD["container_version"] == VERSION
+def test_the_golden_files_are_of_the_versions_this_gencomp_reads():
     assert {v["codec"] for v in RECORD["files"].values()} == {"vaegan", "gan-inversion"}
+    versions = {name: (GOLDEN / name).read_bytes()[VERSION_OFFSET] for name in RECORD["files"]}
+    assert versions == {name: v.get("version", 1) for name, v in RECORD["files"].items()}
+    assert set(versions.values()) == set(SUPPORTED_VERSIONS) == {1, VERSION}
+    # version 2 is exactly the files that carry colour parameters: the ones a version-1 reader would misread
+    assert {n for n, v in versions.items() if v == 2} == {n for n in versions if "colour" in n}
+
+
+def test_a_version_1_reader_refuses_a_colour_file_by_name(monkeypatch):
+    monkeypatch.setattr(container, "SUPPORTED_VERSIONS", (1,))
+    with pytest.raises(UnsupportedVersion, match="version 2 is not supported"):
+        decode_file((GOLDEN / "gan-inversion-colour-8bit.gcz").read_bytes(), model=GOLDEN / "gan-tiny.pt")
+    decode_file((GOLDEN / "gan-inversion-overlap-8bit.gcz").read_bytes(), model=GOLDEN / "gan-tiny.pt")
 
 
 @pytest.mark.parametrize("name", sorted(RECORD["files"]))
@@ -39,7 +51,7 @@ def test_golden_file_decodes_to_its_pixels(name):
 @pytest.mark.parametrize("name", sorted(RECORD["files"]))
 def test_a_file_of_another_version_is_refused_by_name(name):
     data = bytearray((GOLDEN / name).read_bytes())
-    assert data[VERSION_OFFSET] == VERSION
+    assert data[VERSION_OFFSET] in SUPPORTED_VERSIONS
     data[VERSION_OFFSET] = VERSION + 1
     model = GOLDEN / RECORD["files"][name]["model"]
     with pytest.raises(UnsupportedVersion, match=f"version {VERSION + 1}"):

@@ -16,6 +16,8 @@ from PIL import Image
 
 from gencomp.codecs import decode_file, get_codec, inspect
 from gencomp.codecs.container import CorruptPayload, MalformedHeader, unpack
+from gencomp.codecs.entropy import unpack_uint
+from gencomp.codecs.inversion import COLOUR_BITS, COLOUR_PARAMS, apply_colour, colour_values
 from gencomp.codecs.tiling import TileGrid, blend_rows, blend_tiles, blend_weights, merge_tiles, split_tiles
 from gencomp.grid_artifacts import grid_pattern
 from gencomp.models import load_model
@@ -168,18 +170,25 @@ def test_an_image_of_one_tile_is_coded_as_without_overlap(gan_path):
         assert get_codec("gan-inversion", model=gan_path, steps=4, overlap=TILE // 2).encode(image) == plain
 
 
+@pytest.mark.parametrize("colour", ["none", "affine"])
 @pytest.mark.parametrize("bits,entropy", [(32, "none"), (6, "none"), (6, "gaussian")])
-def test_overlapped_file_records_the_overlap_and_decodes_to_the_blend(gan_path, bits, entropy):
+def test_overlapped_file_records_the_overlap_and_decodes_to_the_blend(gan_path, bits, entropy, colour):
     image = _photo(20, 12)
-    codec = get_codec("gan-inversion", model=gan_path, steps=3, overlap=2, bits=bits, entropy=entropy)
+    codec = get_codec("gan-inversion", model=gan_path, steps=3, overlap=2, bits=bits, entropy=entropy, colour=colour)
     data = codec.encode(image)
     container = unpack(data)
     assert container.params["o"] == 2
     grid = TileGrid(12, 20, TILE, overlap=2)  # 2 x 3 tiles every 6 px
     assert grid.count == 6
-    z = codec._deserialize(container.payload, codec._storage_from_header(container.params), (grid.count, LATENT))
+    colour_bytes = 0 if colour == "none" else -(-grid.count * COLOUR_PARAMS * COLOUR_BITS // 8)
+    z = codec._deserialize(container.payload[colour_bytes:], codec._storage_from_header(container.params),
+                           (grid.count, LATENT))
     with torch.no_grad():
-        tiles = load_model(gan_path).generator(torch.from_numpy(z)).permute(0, 2, 3, 1).numpy()
+        tiles = load_model(gan_path).generator(torch.from_numpy(z))
+        if colour == "affine":  # each tile's gain and offset come before z, and apply before the blend
+            codes = unpack_uint(container.payload[:colour_bytes], count=grid.count * COLOUR_PARAMS, bits=COLOUR_BITS)
+            tiles = apply_colour(tiles, torch.from_numpy(colour_values(codes.reshape(grid.count, COLOUR_PARAMS))))
+        tiles = tiles.permute(0, 2, 3, 1).numpy()
     expected = np.clip((blend_tiles(tiles, grid) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
     decoded = decode_file(data, model=gan_path)
     assert decoded.size == (20, 12)
@@ -249,8 +258,9 @@ def test_blended_tiles_leave_no_seams_on_a_photo():
     and the pattern left on the grid they sit on (every 56 px) is weaker than the seams were."""
     image = Image.open(FIXTURES / "kodim04-crop256.png").convert("RGB")
     patterns = {}
-    for overlap in (0, None):
-        codec = get_codec("gan-inversion", model=SHIPPED_GAN, steps=3, overlap=overlap)
+    for overlap in (0, None):  # the seams as they were (z alone, edge to edge), then the default codec
+        codec = get_codec("gan-inversion", model=SHIPPED_GAN, steps=3, overlap=overlap,
+                          **({"colour": "none"} if overlap == 0 else {}))
         data = codec.encode(image)
         assert inspect(data)["params"].get("o", 0) == (0 if overlap == 0 else 8)
         decoded = codec.decode(data)

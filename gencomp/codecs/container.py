@@ -4,10 +4,10 @@ Every codec's ``encode`` returns ``pack(...)`` and every ``decode`` starts with 
 is always the length of a file that carries everything a decoder needs (which codec, which model, the image
 size, the decode-relevant parameters) and that is checked end to end.
 
-Layout, version 1 (all integers little-endian; "varint" is unsigned LEB128, at most 10 bytes)::
+Layout, versions 1 and 2 (all integers little-endian; "varint" is unsigned LEB128, at most 10 bytes)::
 
     magic        4 bytes   b"\\x89GCZ"  (the high first byte catches 7-bit transfers, as PNG's does)
-    version      1 byte    1
+    version      1 byte    1, or 2 for a file a version-1 reader would misread (below)
     codec id     varint    the registry's ``codec_id`` (1 byte for ids < 128)
     fingerprint  8 bytes   first 8 bytes of the model weights' hash; zeros for classical codecs
     width        varint
@@ -48,7 +48,13 @@ from typing import BinaryIO, Union
 from gencomp.data.images import DEFAULT_MAX_PIXELS
 
 MAGIC = b"\x89GCZ"
-VERSION = 1
+# Version 2 changes no byte of the layout. It marks the files whose payload a version-1 reader would take for
+# another layout and decode wrongly: GAN inversion files with per-tile colour parameters (their header key "k";
+# a version-1 reader ignores the key). Such a file says version 2, so an older gencomp refuses it by name; every
+# other file is still written as version 1, byte for byte what it was, and any gencomp reads it.
+VERSION = 2  # the newest version this gencomp writes and reads
+BASE_VERSION = 1  # what a file that needs nothing newer says
+SUPPORTED_VERSIONS = (1, 2)
 FINGERPRINT_SIZE = 8
 NO_FINGERPRINT = bytes(FINGERPRINT_SIZE)
 CRC_SIZE = 4
@@ -280,8 +286,12 @@ def pack(
     payload: bytes,
     fingerprint: bytes = NO_FINGERPRINT,
     params: dict[str, ParamValue] | None = None,
+    version: int = BASE_VERSION,
 ) -> bytes:
-    """Serialise one compressed image into the bytes of a complete ``.gcz`` file."""
+    """Serialise one compressed image into the bytes of a complete ``.gcz`` file; ``version`` is the oldest
+    format version whose readers decode it correctly (see ``VERSION``)."""
+    if version not in SUPPORTED_VERSIONS:
+        raise ValueError(f"format version {version} is not one this gencomp writes ({SUPPORTED_VERSIONS})")
     if not 0 <= codec_id < 1 << 32:
         raise ValueError(f"codec id {codec_id} out of range")
     if width < 1 or height < 1:
@@ -297,7 +307,7 @@ def pack(
     body = b"".join(
         [
             MAGIC,
-            bytes([VERSION]),
+            bytes([version]),
             _varint(codec_id),
             fingerprint,
             _varint(width),
@@ -328,9 +338,10 @@ def _parse_structure(head: bytes | memoryview, total_size: int) -> tuple[Header,
     reader = _Reader(bytes(head[:MAX_HEADER_BYTES]), Truncated, "file")
     reader.take(len(MAGIC), "magic")
     version = reader.u8("version")
-    if version != VERSION:
+    if version not in SUPPORTED_VERSIONS:
         raise UnsupportedVersion(
-            f".gcz format version {version} is not supported (this gencomp reads version {VERSION} only)"
+            f".gcz format version {version} is not supported (this gencomp reads versions "
+            f"{', '.join(map(str, SUPPORTED_VERSIONS))})"
         )
     try:
         codec_id = reader.varint("codec id")
