@@ -88,3 +88,10 @@ def test_a_damaged_colour_section_is_refused(gan_path, entropy):
         decode_file(repack(data, payload=past_last_level), model=gan_path)
     with pytest.raises(MalformedHeader, match="colour parameter bits"):
         decode_file(repack(data, params={**c.params, "k": 5}), model=gan_path)
+
+
+def test_results_cached_before_the_colour_parameters_are_not_taken_for_the_default(gan_path):
+    """Earlier code wrote z alone: a cached cell of before (no "colour" in its settings) must not be the default's."""
+    default = get_codec("gan-inversion", model=gan_path).defining_settings()
+    plain = get_codec("gan-inversion", model=gan_path, colour="none").defining_settings()
+    assert default["colour"] == "affine" and plain["colour"] == "none"

@@ -99,7 +99,7 @@ _DECODE_CHUNK = {"cpu": 16, "cuda": 256}
 DEFAULT_OVERLAP_TILE_DIVISOR = 8
 # Per-tile colour correction (``colour="affine"``): each tile's G(z) is mapped channel by channel to
 # 2**g * G(z) + b, g (a log2 gain) and b (an offset, in the [-1, 1] pixel scale) each in [-1, 1], stored as
-# COLOUR_BITS-bit uniform codes: 6 x 6 = 36 bits a tile, 0.011 bpp for the shipped GAN's 56-px tile stride.
+# COLOUR_BITS-bit mid-tread codes: 6 x 6 = 36 bits a tile, 0.011 bpp for the shipped GAN's 56-px tile stride.
 COLOUR_BITS = 6
 COLOUR_FORMAT_VERSION = 2  # a version-1 reader would take the colour codes for z (container.VERSION)
 COLOUR_CLIP = 1.0
@@ -153,8 +153,8 @@ class GANInversionCodec(ModelCodec):
         Param("clip", "float", 3.0, "quantization range [-clip, clip] of z (bits 1..12)"),
         Param("seed", "int", 0, "seed of the random starts"),
         Param("colour", "str", "affine", "per-tile colour correction stored beside z: affine (a gain and an offset "
-              "per channel, 36 bits a tile, searched with z), or none (z alone, the poster's file)", _COLOURS,
-              added_later=True),
+              "per channel, 36 bits a tile, searched with z), or none (z alone, the poster's file)", _COLOURS),
+        # not added_later: its default changes what earlier code wrote, so cached cells of before must not match
         Param("overlap", "int", None, "px each tile shares with its neighbours, blended (0: edge to edge, seams; "
               "default: an eighth of the model's tile, 8 px for the shipped GAN)"),
         DEVICE_PARAM,
