@@ -41,7 +41,7 @@ GOLDEN = {
                                                     "colour": "none"}, "gan"),
     # overlapping tiles, blended (4 px of the tiny model's 32-px tiles), before the colour parameters
     "gan-inversion-overlap-8bit.gcz": ("gan-inversion", {"steps": 3, "bits": 8, "colour": "none"}, "gan"),
-    # the default: blended tiles, each with its gain and offset per channel; z entropy-coded after them
+    # the default: blended tiles, each with its gain and offset per channel, z after them (fixed-length or coded)
     "gan-inversion-colour-8bit.gcz": ("gan-inversion", {"steps": 3, "bits": 8}, "gan"),
     "gan-inversion-colour-entropy.gcz": ("gan-inversion", {"steps": 3, "bits": 8, "entropy": "gaussian"}, "gan"),
 }
