@@ -286,13 +286,17 @@ def metrics_json(summary: pd.DataFrame, dataset: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- across domains
 
 CROSS_DOMAIN_HEADER = ("Method", "codec", "model", "trained on", "test domain", "n images", "SSIM", "PSNR", "CR",
-                       "PSNR drop", "SSIM drop", "in-domain")  # fmt: skip
+                       "PSNR drop", "SSIM drop", "in-domain", "PSNR vs own model", "SSIM vs own model",
+                       "own model")  # fmt: skip
 CROSS_DOMAIN_NOTE = (
     "Rows: the generative cells and the classical baselines of the poster tables, each with the domain its model "
     "was trained on; columns: test domains (a data set's name, kodak = photos; data sets of one domain pooled). "
     "Means over each domain's images that did not fail; CR = 24 / mean bpp. Drop = in-domain value minus this "
     "domain's (PSNR in dB, SSIM), positive = worse than on the model's own domain; n/a where the results have "
-    "no test set of the model's domain."
+    "no test set of the model's domain. A drop reads along a row, so it mixes in how hard each test domain is. "
+    "\"vs own model\" reads down a column, on the same images: this value minus that of the test domain's own "
+    "model (the best cell of the same codec and settings, the model apart, trained on the test domain); "
+    "negative = worse than a model trained there, n/a where no such model was evaluated. The heatmap shows it."
 )
 
 
@@ -327,10 +331,23 @@ def _ordered_domains(summary: pd.DataFrame) -> list[str]:
     return trained + sorted(present - set(trained))
 
 
+def _peer_keys(frame: pd.DataFrame) -> dict[int, str]:
+    """cell -> its codec and settings without the model: cells with the same key differ only in their model."""
+    keys = {}
+    for cell, part in frame.groupby("cell", sort=True):
+        first = part.iloc[0]
+        settings = {k: v for k, v in _settings_of(first["settings"]).items() if k != "model"}
+        keys[int(cell)] = json.dumps([str(first["codec"]), settings], sort_keys=True)
+    return keys
+
+
 def cross_domain_summary(frame: pd.DataFrame, dataset_domains: Mapping[str, str]) -> pd.DataFrame:
     """One row per (test domain, cell) of the cross-domain table, with ``psnr_drop``, ``ssim_drop`` (in-domain
-    value minus this one; NaN without an in-domain test set) and ``in_domain``."""
-    summary = summarize(with_test_domains(load_results(frame), dataset_domains))
+    value minus this one; NaN without an in-domain test set), ``in_domain``, and ``psnr_vs_own``, ``ssim_vs_own``
+    (this value minus the test domain's own model's: the best in-domain cell with the same codec and settings
+    apart from the model; NaN without one) with ``own_model``, that model's name."""
+    loaded = load_results(frame)
+    summary = summarize(with_test_domains(loaded, dataset_domains))
     wanted = ~summary["classical"] | summary["tables"].map(lambda t: any(name in t for name in POSTER_TABLES))
     summary = summary[wanted].copy()
     own = summary[summary["dataset"] == summary["model_domain"]].set_index("cell")
@@ -338,6 +355,16 @@ def cross_domain_summary(frame: pd.DataFrame, dataset_domains: Mapping[str, str]
     for metric in ("psnr", "ssim"):
         reference = summary["cell"].map(own[metric]) if len(own) else math.nan
         summary[f"{metric}_drop"] = pd.to_numeric(reference, errors="coerce") - summary[metric]
+    summary["peer"] = summary["cell"].map(_peer_keys(loaded))
+    peers = summary[summary["in_domain"] & ~summary["classical"]]
+    best = peers.sort_values(["psnr", "cell"], ascending=[False, True]).drop_duplicates(["peer", "dataset"])
+    best = best.set_index(["peer", "dataset"])
+    index = pd.MultiIndex.from_frame(summary[["peer", "dataset"]])
+    found = index.isin(best.index) & ~summary["classical"].to_numpy()
+    summary["own_model"] = [best.loc[key, "model"] if ok else "" for key, ok in zip(index, found, strict=True)]
+    for metric in ("psnr", "ssim"):
+        reference = [best.loc[key, metric] if ok else math.nan for key, ok in zip(index, found, strict=True)]
+        summary[f"{metric}_vs_own"] = summary[metric] - np.asarray(reference, dtype=float)
     order = {d: k for k, d in enumerate(_ordered_domains(summary))}
     summary["domain_order"] = summary["dataset"].map(order)
     return summary.sort_values(["cell", "domain_order"]).reset_index(drop=True)
@@ -346,7 +373,8 @@ def cross_domain_summary(frame: pd.DataFrame, dataset_domains: Mapping[str, str]
 def cross_domain_rows(cross: pd.DataFrame) -> list[list[str]]:
     return [
         [r.label, r.codec, r.model or "-", r.model_domain or "-", r.dataset, str(r.n_images), _fmt(r.ssim, 4),
-         _fmt(r.psnr, 2), _fmt(r.cr, 1), _fmt(r.psnr_drop, 2), _fmt(r.ssim_drop, 4), "yes" if r.in_domain else "no"]
+         _fmt(r.psnr, 2), _fmt(r.cr, 1), _fmt(r.psnr_drop, 2), _fmt(r.ssim_drop, 4), "yes" if r.in_domain else "no",
+         _fmt(r.psnr_vs_own, 2), _fmt(r.ssim_vs_own, 4), r.own_model or "-"]
         for r in cross.itertuples()
     ]  # fmt: skip
 
@@ -355,9 +383,17 @@ def _cross_domain_cell(r: Any) -> str:
     text = f"{_fmt(r.psnr, 2)} dB / {_fmt(r.ssim, 4)} / CR {_fmt(r.cr, 1)}"
     if r.in_domain:
         return text + " (in-domain)"
-    if math.isnan(r.psnr_drop) and math.isnan(r.ssim_drop):
-        return text
-    return text + f" (drop {_fmt(r.psnr_drop, 2)} dB, {_fmt(r.ssim_drop, 4)})"
+    notes = []
+    if not (math.isnan(r.psnr_drop) and math.isnan(r.ssim_drop)):
+        notes.append(f"drop {_fmt(r.psnr_drop, 2)} dB, {_fmt(r.ssim_drop, 4)}")
+    if not math.isnan(r.psnr_vs_own):
+        notes.append(f"{_signed(r.psnr_vs_own, 2)} dB, {_signed(r.ssim_vs_own, 4)} vs {r.own_model}")
+    return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _signed(value: float, digits: int) -> str:
+    text = _fmt(value, digits)
+    return text if text.startswith("-") else "+" + text
 
 
 def cross_domain_matrix(cross: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -375,15 +411,16 @@ def cross_domain_matrix(cross: pd.DataFrame) -> tuple[list[str], list[list[str]]
 
 
 def cross_domain_png(cross: pd.DataFrame) -> bytes:
-    """Heatmap, rows = cells, columns = test domains: the colour is the PSNR drop from in-domain (red = worse,
-    grey = no in-domain reference), the text PSNR and drop."""
+    """Heatmap, rows = cells, columns = test domains: the colour is the PSNR against the test domain's own model
+    (red = worse than a model trained there; grey = no such model evaluated, or in-domain), the text PSNR and that
+    difference."""
     import matplotlib
 
     domains = list(dict.fromkeys(cross.sort_values("domain_order")["dataset"]))
     cells = list(dict.fromkeys(cross.sort_values("cell")["cell"]))
-    drop = np.full((len(cells), len(domains)), np.nan)
-    psnr = np.full_like(drop, np.nan)
-    own = np.zeros(drop.shape, dtype=bool)
+    gap = np.full((len(cells), len(domains)), np.nan)
+    psnr = np.full_like(gap, np.nan)
+    own = np.zeros(gap.shape, dtype=bool)
     labels = []
     for i, cell in enumerate(cells):
         part = cross[cross["cell"] == cell]
@@ -391,30 +428,32 @@ def cross_domain_png(cross: pd.DataFrame) -> bytes:
         labels.append(f"{first['label']} [{first['model_domain'] or 'classical'}]")
         for r in part.itertuples():
             j = domains.index(r.dataset)
-            drop[i, j], psnr[i, j], own[i, j] = r.psnr_drop, r.psnr, r.in_domain
-    finite = np.abs(drop[np.isfinite(drop)])
+            psnr[i, j], own[i, j] = r.psnr, r.in_domain
+            gap[i, j] = math.nan if r.in_domain else r.psnr_vs_own
+    finite = np.abs(gap[np.isfinite(gap)])
     limit = max(float(finite.max()) if finite.size else 0.0, 0.5)
     figure = _new_figure(2.0 + 1.6 * len(domains), 1.2 + 0.45 * len(cells))
     axes = figure.add_subplot(1, 1, 1)
-    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#dddddd")
-    image = axes.imshow(np.ma.masked_invalid(drop), cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
+    cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="#dddddd")
+    image = axes.imshow(np.ma.masked_invalid(gap), cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
     for i in range(len(cells)):
         for j in range(len(domains)):
             if math.isnan(psnr[i, j]):
                 text = "-"
             elif own[i, j]:
                 text = f"{psnr[i, j]:.2f} dB\nin-domain"
-            elif math.isnan(drop[i, j]):
+            elif math.isnan(gap[i, j]):
                 text = f"{psnr[i, j]:.2f} dB"
             else:
-                text = f"{psnr[i, j]:.2f} dB\ndrop {_fmt(drop[i, j], 2)}"
-            dark = math.isfinite(drop[i, j]) and abs(drop[i, j]) > 0.6 * limit  # white text on the deep colours
+                text = f"{psnr[i, j]:.2f} dB\n{_signed(gap[i, j], 2)} vs own"
+            dark = math.isfinite(gap[i, j]) and abs(gap[i, j]) > 0.6 * limit  # white text on the deep colours
             axes.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
     axes.set_xticks(range(len(domains)), domains)
     axes.set_yticks(range(len(cells)), labels, fontsize=7)
     axes.set_xlabel("test domain")
-    axes.set_title("PSNR by test domain; colour: drop from in-domain (dB)", fontsize=9)
-    figure.colorbar(image, ax=axes, label="PSNR drop from in-domain (dB)")
+    axes.set_title("PSNR by test domain; colour: against the test domain's own model of the same codec (dB)",
+                   fontsize=9)
+    figure.colorbar(image, ax=axes, label="PSNR minus the own model's (dB)")
     figure.tight_layout()
     return _png_bytes(figure)
 
@@ -862,7 +901,7 @@ def _cross_domain_files(frame: pd.DataFrame, domains: Mapping[str, str], write) 
         write("cross_domain.png", heatmap)
         sections.append(("Across domains", _html_table(header, wide)
                          + f'<p class="note">{html.escape(CROSS_DOMAIN_NOTE)}</p>\n'
-                         + _img_tag(heatmap, "PSNR drop from in-domain, by model and test domain")))
+                         + _img_tag(heatmap, "PSNR against the test domain's own model, by model and test domain")))
     for domain, (rows, images, has_jpeg) in in_domain_table1(frame, domains).items():
         name = f"table1_in_domain_{slugify(domain)}"
         write(f"{name}.csv", _csv(POSTER_HEADER, rows))

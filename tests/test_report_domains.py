@@ -86,6 +86,32 @@ def test_the_cross_domain_table_has_the_known_cells_and_drops(report):
     assert not any(method == "jpeg quality=50" for method, _ in rows)  # a classical RD point is no row here
 
 
+def test_each_cell_is_compared_with_the_test_domains_own_model(report):
+    rows = {(r["Method"], r["test domain"]): r for r in _csv_rows(report["cross_domain.csv"])}
+    # down a column, same images: the faces VAE-GAN on photos (kodak) against the photos VAE-GAN, and back
+    photos = rows["VAE-GAN faces", "photos"]
+    assert (photos["PSNR vs own model"], photos["SSIM vs own model"], photos["own model"]) == (
+        "-1.00", "-0.0200", "vaegan-default")
+    faces = rows["VAE-GAN photos", "faces"]
+    assert (faces["PSNR vs own model"], faces["own model"]) == ("-2.00", "vaegan-faces")
+    # no aerial VAE-GAN; a GAN of other settings is no peer; classical rows have no own model
+    assert rows["VAE-GAN faces", "aerial"]["PSNR vs own model"] == "n/a"
+    assert rows["GAN of a bare file", "faces"]["own model"] == "-"
+    assert rows["JPEG (1%)", "faces"]["PSNR vs own model"] == "n/a"
+    line = next(line for line in report["cross_domain.md"].read_text().splitlines()
+                if line.startswith("| VAE-GAN photos |"))
+    assert "28.00 dB / 0.7500 / CR 120.0 (drop -1.00 dB, -0.0300; -2.00 dB, -0.0500 vs vaegan-faces)" in line
+
+
+def test_the_own_model_is_the_best_in_domain_peer():
+    # a second faces VAE-GAN with the same settings: the better of the two is the reference
+    better = ("VAE-GAN faces 2", "vaegan", "vaegan", "runs/faces2.pt", "faces", {"model": "runs/faces2.pt"},
+              "table2", 0.25, {"faces": (31.0, 0.70), "aerial": (20.0, 0.5)})
+    cross = cross_domain_summary(_frame([*CELLS, better]), {})
+    row = cross[(cross["label"] == "VAE-GAN photos") & (cross["dataset"] == "faces")].iloc[0]
+    assert row["own_model"] == "runs/faces2.pt" and row["psnr_vs_own"] == pytest.approx(28.0 - 31.0)
+
+
 def test_the_wide_table_puts_trained_domains_first(report):
     text = report["cross_domain.md"].read_text()
     header = text.splitlines()[2]
