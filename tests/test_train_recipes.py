@@ -17,6 +17,7 @@ from PIL import Image
 
 from gencomp.data.shards import write_shards
 from gencomp.models.store import load_model
+from gencomp.train.runtime import cpu_has_native_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 # a tiny model on tiny crops: the recipe's mechanics, not its quality
@@ -61,6 +62,8 @@ def test_the_cpu_recipe_trains_in_two_ddp_phases_and_brings_back_a_checked_model
     assert summary["resumed_from_step"] is not None  # phase 2 continued phase 1's run: the anneal
     assert summary["step"] > summary["resumed_from_step"]
     assert summary["config"]["batch_size"] == 8  # 16 crops a step over the two processes
+    # bf16 autocast where this CPU computes bf16 in hardware (about 2x the steps), fp32 elsewhere
+    assert summary["config"]["amp"] == ("bf16" if cpu_has_native_bf16() else "auto")
     assert summary["samples_consumed"] == 16 * summary["step"]
     shipped = load_model(out / "vaegan-photos-hyper.pt")  # the half-precision copy, ready for ship_model.py
     assert shipped.metadata["weights_dtype"] == "float16"

@@ -27,6 +27,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,10 +52,12 @@ __all__ = ["BatchStream", "RECIPES", "WARMUP_STEPS", "train"]
 RECIPES: dict[str, type[Recipe]] = {"gan": GANRecipe, "vaegan": VAEGANRecipe}
 SUMMARY_NAME = "train_summary.json"
 MODEL_NAME = "model.pt"
-# Settings that may change between a checkpoint and its resumption (schedules, logging, workers); any other
-# difference means the checkpoint belongs to a different experiment and resuming it would mix the two.
+# Settings that may change between a checkpoint and its resumption (schedules, logging, workers, arithmetic: a
+# run started in fp32 on one machine may go on in bf16 on the next); any other difference means the checkpoint
+# belongs to a different experiment and resuming it would mix the two.
 RESUMABLE_CHANGES = {"steps", "encoder_steps", "checkpoint_every", "log_every", "val_every", "val_batches",
-                     "num_workers", "threads", "compile", "max_time_s", "init_from", "architecture"}
+                     "num_workers", "threads", "compile", "max_time_s", "init_from", "architecture", "amp",
+                     "channels_last"}
 # Settings added after checkpoints were first written, with the value that reproduces how older code behaved:
 # an older checkpoint lacks them, and must still resume when they have that value.
 ADDED_SETTINGS = {"epochs_per_pass": 1, "init_from": "", "architecture": "preset"}
@@ -94,6 +97,9 @@ def train(kind: str, *, data_dir: str | os.PathLike | None, out_dir: str | os.Pa
         raise ValueError("train needs data_dir (a shards folder) or an injected dataset")
     state = _resume_state(cfg, out_dir, resume, kind)
     with Runtime(cfg) as rt:
+        if rt.bf16_emulated:
+            warnings.warn("amp=bf16 on a CPU without bf16 instructions (AMX or AVX512-BF16): emulated, slower than "
+                          "fp32; use amp=auto here", RuntimeWarning, stacklevel=2)
         # models and optimisers: identical initial weights on every rank, then each rank's own noise
         seed_everything(cfg["seed"])
         recipe = RECIPES[kind](cfg, rt)

@@ -50,7 +50,9 @@ _COMMON = {
     "val_every": 500,  # validation PSNR/SSIM + sample grid PNG
     "val_batches": 4,
     "compile": False,  # torch.compile the models (GPU only pays off)
-    "amp": "auto",  # "auto": bf16 autocast on CUDA, fp32 on CPU; "off": always fp32
+    # "auto": bf16 autocast on CUDA, fp32 on CPU; "bf16": bf16 autocast on either (on a CPU with AMX or
+    # AVX512-BF16 about 2x the steps of fp32, see BENCHMARKS.md; elsewhere emulated and slower); "off": fp32
+    "amp": "auto",
     "channels_last": "auto",  # "auto": on CUDA only
 }
 
@@ -290,7 +292,7 @@ class PresetError(ValueError):
 
 _CHOICES = {
     "lr_decay": ("cosine", "none"),
-    "amp": ("auto", "off"),
+    "amp": ("auto", "bf16", "off"),
     "channels_last": ("auto", "off"),
     "recon_loss": ("mse", "l1"),
     "upsample": ("subpixel", "subpixel-blur", "nearest"),

@@ -29,6 +29,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matrix products in hardware (AMX or AVX512-BF16), where ``amp=bf16`` pays."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 class Runtime:
     """Rank, world size, device and autocast of this process; a context manager that restores what it changed."""
 
@@ -45,7 +53,7 @@ class Runtime:
         self.cuda = self.device.type == "cuda"
         self.is_main = self.rank == 0
         self.compile = bool(cfg["compile"])
-        self.bf16 = self.cuda and cfg["amp"] == "auto"
+        self.bf16 = cfg["amp"] == "bf16" or (self.cuda and cfg["amp"] == "auto")
         self.channels_last = self.cuda and cfg["channels_last"] == "auto"
         self.owns_process_group = False
         if self.ddp and not dist.is_initialized():
@@ -73,7 +81,12 @@ class Runtime:
             self.owns_process_group = False
 
     def autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+
+    @property
+    def bf16_emulated(self) -> bool:
+        """bf16 autocast on a CPU that has no bf16 instructions: it runs, slower than fp32."""
+        return self.bf16 and not self.cuda and not cpu_has_native_bf16()
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
