@@ -30,6 +30,16 @@ def test_runtime_autocast_on_cpu(amp, dtype):
     conv = nn.Conv2d(3, 4, 3)
     with Runtime(cfg) as rt, rt.autocast():
         assert conv(torch.rand(1, 3, 8, 8)).dtype == dtype
+        # channels_last goes with bf16 on a CPU (oneDNN's fast layout for it), not with fp32
+        assert rt.channels_last == (dtype == torch.bfloat16)
+        assert rt.to_device(torch.rand(1, 3, 8, 8)).is_contiguous(memory_format=torch.channels_last) == rt.channels_last
+
+
+@requires_cpu
+def test_channels_last_off_is_obeyed():
+    cfg = resolve_preset("vaegan", "demo", {"amp": "bf16", "channels_last": "off"})
+    with Runtime(cfg) as rt:
+        assert rt.bf16 and not rt.channels_last
 
 
 def test_amp_choices_are_checked():

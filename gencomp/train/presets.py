@@ -53,7 +53,7 @@ _COMMON = {
     # "auto": bf16 autocast on CUDA, fp32 on CPU; "bf16": bf16 autocast on either (on a CPU with AMX or
     # AVX512-BF16 about 2x the steps of fp32, see BENCHMARKS.md; elsewhere emulated and slower); "off": fp32
     "amp": "auto",
-    "channels_last": "auto",  # "auto": on CUDA only
+    "channels_last": "auto",  # "auto": on CUDA, and on a CPU training in bf16; "off": never
 }
 
 # What both gpu presets share: one H100/H200, long runs, so logs and validations are sparser.
