@@ -23,7 +23,9 @@
 # PHASE1_S + PHASE2_S plus two start-ups and validations, then the check (benchmarks/gpu_check.py, ~1 min): give a
 # device call at least PHASE1_S + PHASE2_S + 4 min. After every phase the run's model file is written to OUT_DIR.
 # OUT_DIR receives the half-precision model files (<run>.pt), check.json and logs.tar.gz; the runs themselves
-# (checkpoints included) stay in WORK_DIR (default OUT_DIR/work).
+# (checkpoints included) stay in WORK_DIR (default OUT_DIR/work). A run whose folder already holds a checkpoint
+# (a call cut short, or an earlier call with the same OUT_DIR) is continued from it, not started afresh, so
+# calling the script again accumulates training.
 #
 # Environment: PYTHON (python3); WHEELS (a folder of wheels for what the host lacks, e.g. constriction and
 # pydantic: installed with --no-deps --no-index under WORK_DIR; the script stops at once if those packages are
@@ -103,6 +105,10 @@ train() {  # train LOGNAME SECONDS KIND RUN_DIR ARGS...
         >>"$LOG" 2>&1
 }
 
+continuing() {  # --resume when run NAME has a checkpoint to continue
+    [ -f "$RUNS/$1/checkpoint.pt" ] && echo --resume
+}
+
 vaegan_job() {  # vaegan_job NAME DATA ARGS...
     local name=$1 data=$2 reached steps
     shift 2
@@ -114,9 +120,9 @@ vaegan_job() {  # vaegan_job NAME DATA ARGS...
             --set "steps=$((reached + reached * P2 * 9 / (P1 * 10)))" $EXTRA_VAEGAN
         return
     fi
-    # shellcheck disable=SC2086
-    train "$name-1" "$P1" vaegan "$RUNS/$name" --data "$data" "${VAEGAN_RECIPE[@]}" "$@" --set steps=100000000 \
-        $EXTRA_VAEGAN
+    # shellcheck disable=SC2086,SC2046  # a checkpoint there: phase 1 continues it
+    train "$name-1" "$P1" vaegan "$RUNS/$name" --data "$data" $(continuing "$name") "${VAEGAN_RECIPE[@]}" "$@" \
+        --set steps=100000000 $EXTRA_VAEGAN
     [ -f "$RUNS/$name/train_summary.json" ] || return
     reached=$(field "$RUNS/$name/train_summary.json" step)
     steps=$($PY -c "print(int($reached + 0.9 * $P2 * $(rate "$RUNS/$name/train_summary.json")) + 1)")
@@ -136,9 +142,9 @@ gan_job() {  # gan_job NAME DATA ARGS...
             --set "steps=$reached" --set "encoder_steps=$((reached * P2 * 18 / (P1 * 10) + 1))" $EXTRA_GAN
         return
     fi
-    # shellcheck disable=SC2086
-    train "$name-1" "$P1" gan "$RUNS/$name" --data "$data" "${GAN_RECIPE[@]}" "$@" --set steps=100000000 \
-        --set encoder_steps=0 $EXTRA_GAN
+    # shellcheck disable=SC2086,SC2046
+    train "$name-1" "$P1" gan "$RUNS/$name" --data "$data" $(continuing "$name") "${GAN_RECIPE[@]}" "$@" \
+        --set steps=100000000 --set encoder_steps=0 $EXTRA_GAN
     [ -f "$RUNS/$name/train_summary.json" ] || return
     reached=$(field "$RUNS/$name/train_summary.json" step)
     # an encoder step costs about half an adversarial one (no discriminator); max_time_s stops it in any case

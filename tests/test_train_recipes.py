@@ -77,6 +77,15 @@ def test_the_cpu_recipe_trains_in_two_ddp_phases_and_brings_back_a_checked_model
     with tarfile.open(out / "logs.tar.gz") as logs:
         assert any(name.endswith("metrics.jsonl") for name in logs.getnames())
 
+    # called again on the same OUT_DIR, the recipe continues the run: training accumulates across calls
+    again = subprocess.run(["bash", "benchmarks/cpu_train_ship.sh", str(tmp_path / "shards"), str(out)],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    continued = json.loads((run / "train_summary.json").read_text())
+    # phase 2's start lies past the first call's end: phase 1 went on from that call's checkpoint (the CLI
+    # refuses to start a fresh run over a checkpoint, so a phase 1 that did not resume would have failed)
+    assert continued["resumed_from_step"] > summary["step"] and continued["step"] > continued["resumed_from_step"]
+
 
 def test_a_recipe_whose_training_fails_says_so_and_exits_non_zero(tmp_path):
     _photo_shards(tmp_path)
