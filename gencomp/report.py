@@ -681,7 +681,8 @@ def rd_figure_png(points: pd.DataFrame, quality: str, *, dataset: str, reference
 
 
 def _sample_panels(summary, results, dataset, samples_dir, sample_image):
-    """(title, path) for the original and each table1/table2 cell that has a reconstruction on disk."""
+    """(title, path) for the original, each table1/table2 cell that has a reconstruction on disk, and each
+    classical RD curve at the rate nearest the first generative cell's."""
     root = Path(samples_dir) / safe_name(dataset)
     if not root.is_dir():
         return None, []
@@ -713,7 +714,29 @@ def _sample_panels(summary, results, dataset, samples_dir, sample_image):
             bpp = rows_of_image["bpp"].get(r.label)
             cr = 24.0 / bpp if bpp else math.nan
         panels.append((f"{r.label}\nCR {_fmt(cr, 1)}", path))
-    return image, panels
+    return image, panels + _nearest_rate_panels(part, chosen, rows_of_image, folder)
+
+
+def _nearest_rate_panels(part: pd.DataFrame, chosen: pd.DataFrame, rows_of_image: pd.DataFrame,
+                         folder: Path) -> list[tuple[str, Path]]:
+    """Each classical RD curve (WebP, AVIF, ...) at its point nearest in rate, on this image, to the first
+    generative cell of the tables: what the codecs people use show at the learned codec's rate."""
+    generative = [r.label for r in chosen.itertuples() if not r.classical]
+    bpp = pd.to_numeric(rows_of_image["bpp"], errors="coerce") if "bpp" in rows_of_image.columns else None
+    target = bpp.get(generative[0]) if generative and bpp is not None else None
+    if target is None or not (math.isfinite(target) and target > 0):
+        return []
+    panels = []
+    curves = part[part["classical"] & ~part["cell"].isin(set(chosen["cell"]))]
+    for _, curve in curves.groupby("group", sort=False):
+        rates = {r.label: bpp.get(r.label) for r in curve.itertuples()
+                 if (folder / f"{slugify(r.label)}.png").exists()}
+        rates = {label: b for label, b in rates.items() if b is not None and math.isfinite(b) and b > 0}
+        if len(curve) < 2 or not rates:
+            continue
+        label = min(rates, key=lambda k: (abs(math.log(rates[k] / target)), k))
+        panels.append((f"{label}\nCR {_fmt(24.0 / rates[label], 1)}", folder / f"{slugify(label)}.png"))
+    return panels
 
 
 def samples_figure_png(panels: Sequence[tuple[str, Path]], *, dataset: str, image: str) -> bytes:

@@ -212,6 +212,24 @@ def test_figures_and_html(results, tmp_path):
     assert "http://" not in html and "https://" not in html
 
 
+def test_samples_show_each_classical_curve_at_the_learned_codecs_rate(results, tmp_path):
+    from gencomp.report import _sample_panels, load_results, summarize
+
+    folder = sample_folder(tmp_path, "kodak", "img-a")
+    folder.mkdir(parents=True)
+    for label in ("original", *[c[0] for c in CELLS if c[0] != "webp quality=5"]):
+        Image.new("RGB", (WIDTH, HEIGHT)).save(folder / f"{slugify(label)}.png")
+    frame = load_results(results)
+    image, panels = _sample_panels(summarize(frame), frame, "kodak", tmp_path, None)
+    titles = [title.split("\n")[0] for title, _ in panels]
+    # the poster tables' cells, then the jpeg and webp RD curves at the point nearest GAN 0's rate on img-a
+    # (0.09 bpp: jpeg's lowest, 0.18; webp's 0.09 has no reconstruction on disk, so its next, 0.18)
+    assert image == "img-a"
+    assert titles == ["Original", "GAN 0", "GAN 1", "GAN 2", "GAN 3", "VAE-GAN (8)", "VAE-GAN (2)", "JPEG (1%)",
+                      "jpeg quality=5", "webp quality=20"]
+    assert panels[-1][0] == f"webp quality=20\nCR {24 / 0.18:.1f}"
+
+
 def test_rerun_is_byte_identical(results, tmp_path):
     samples = tmp_path / "samples"
     folder = sample_folder(samples, "kodak", "img-a")
