@@ -83,3 +83,15 @@ def test_an_fp32_checkpoint_resumes_in_bf16(tmp_path, monkeypatch):
                     resume=True, dataset=AstronautCrops(32), val_dataset=AstronautCrops(32, count=8, seed=1),
                     progress=False)
     assert first["step"] == 3 and resumed["resumed_from_step"] == 3 and resumed["step"] == 5
+
+
+@requires_cpu
+def test_bf16_gan_training_runs(tmp_path, monkeypatch):
+    from test_train import TINY_GAN
+
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    summary = train("gan", data_dir=None, out_dir=tmp_path, overrides=dict(TINY_GAN, amp="bf16", recon_weight=1.0),
+                    dataset=AstronautCrops(32), val_dataset=AstronautCrops(32, count=8, seed=1), progress=False)
+    assert summary["step"] == 7 and summary["val"]["inversion_psnr"] > 5
+    generator = load_model(tmp_path / "model.pt").generator
+    assert {p.dtype for p in generator.parameters()} == {torch.float32}
