@@ -11,7 +11,7 @@
 # PHASE2_S (2,100); both resume (RESUME_ONLY) and every phase's end writes the model file to OUT_DIR. The check
 # then scores the run against the shipped model on the photo shards' test split and, with KODAK_DIR, on Kodak:
 # ship the file (scripts/ship_model.py) only when it wins there. AMP (default: bf16 on a CPU with AMX or
-# AVX512-BF16, where it takes about twice the steps of fp32 in the same time; auto, i.e. fp32, elsewhere).
+# AVX512-BF16, where it takes about 2.6 times the steps of fp32 in the same time; auto, i.e. fp32, elsewhere).
 set -u
 export NPROC=${NPROC:-2} THREADS=${THREADS:-1} WORKERS=${WORKERS:-0}
 export JOBS=${JOBS:-vaegan-photos-hyper} PHASE1_S=${PHASE1_S:-6600} PHASE2_S=${PHASE2_S:-2100}
