@@ -51,11 +51,12 @@ def _rd_cost(codec, image, data, lam):
     return mse(image, decoded) / 255.0**2 + lam * bits / (image.width * image.height)
 
 
-def test_refined_files_cost_less_and_decode_like_any_other(vaegan_path):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_refined_files_cost_less_and_decode_like_any_other(vaegan_path, precision):
     image = _photo(40, 28)
     lam = 0.01
     plain = get_codec("vaegan", model=vaegan_path, refine_steps=0, refine_lambda=lam)
-    refined = get_codec("vaegan", model=vaegan_path, refine_steps=40, refine_lambda=lam)
+    refined = get_codec("vaegan", model=vaegan_path, refine_steps=40, refine_lambda=lam, precision=precision)
     plain_data, refined_data = plain.encode(image), refined.encode(image)
     assert refined_data != plain_data
     assert unpack(refined_data).params == unpack(plain_data).params  # nothing new in the header
@@ -85,3 +86,13 @@ def test_refinement_leaves_the_shared_model_untouched(vaegan_path):
     codec.encode(_photo(16, 16))
     params = list(codec.loaded.model.parameters()) + list(codec.loaded.prior.parameters())
     assert all(p.grad is None for p in params)
+    # the search runs on a channels_last copy; decoding keeps the layout whose arithmetic golden files pin
+    assert all(p.is_contiguous() for p in codec.loaded.model.parameters())
+
+
+def test_refinement_precision_is_checked(vaegan_path):
+    with pytest.raises(ValueError, match="precision"):
+        get_codec("vaegan", model=vaegan_path, precision="float16")
+    with pytest.raises(ValueError, match="precision"):
+        refine_latent(torch.zeros(1, 1, 1, 1), torch.zeros(1, 1, 1, 1), decode=lambda y: y, bits=None, steps=1,
+                      lam=1.0, precision="half")

@@ -15,7 +15,10 @@ at a temperature annealed towards hard rounding. The cost is computed on that re
 sees both what rounding does to the picture and what each symbol costs under the prior.
 
 The result is only kept when its *exact* cost (hard rounding, the prior's exact bits) is below the encoder's
-own, so refinement never makes a file worse by the measure it optimises. The noise comes from a generator
+own, so refinement never makes a file worse by the measure it optimises. With ``precision="bfloat16"`` the
+search's decoder runs under bfloat16 autocast (oneDNN's bf16 kernels on CPUs with AVX512-BF16 or AMX, tensor
+cores on a GPU); the rate terms, the optimiser and that exact comparison stay float32, so bf16 only changes
+which nearby latent the search ends on. The noise comes from a generator
 seeded by ``seed``: the same image, model and settings give the same file on one machine.
 """
 
@@ -31,6 +34,7 @@ import torch.nn.functional as F
 TAU_START = 0.5  # SGA's initial temperature; 0.5 keeps the floor/ceil odds soft
 TAU_END = 0.05  # near-hard rounding by the last step
 _EDGE = 1e-4  # atanh is infinite at 0 and 1
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ def refine_latent(
     lam: float,
     lr: float = 0.05,
     seed: int = 0,
+    precision: str = "float32",
 ) -> RefineResult:
     """Refine ``latent`` for ``target`` (N, 3, H, W in [0, 1]).
 
@@ -69,8 +74,16 @@ def refine_latent(
     returned rounded; without it (raw float storage, nothing to round and no rate to spend) it is refined on
     distortion alone and returned as floats. ``decode`` maps the latent to an image the size of ``target``.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     pixels = target.shape[-1] * target.shape[-2] * target.shape[0]
     quantized = bits is not None
+    fast = precision == "bfloat16"
+
+    def search_distortion(y_hat: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(target.device.type, dtype=torch.bfloat16, enabled=fast):
+            decoded = decode(y_hat)
+        return F.mse_loss(decoded.float(), target)
 
     def exact_cost(y: torch.Tensor) -> float:
         with torch.no_grad():
@@ -93,9 +106,9 @@ def refine_latent(
             if quantized:
                 tau = max(TAU_START * math.exp(-4.0 * step / steps), TAU_END)
                 y_hat = sga_round(y, tau, generator)
-                loss = F.mse_loss(decode(y_hat), target) + lam * bits(y_hat) / pixels
+                loss = search_distortion(y_hat) + lam * bits(y_hat) / pixels
             else:
-                loss = F.mse_loss(decode(y), target)
+                loss = search_distortion(y)
             # the gradient of the latent only: the shared model's parameters are never touched
             (y.grad,) = torch.autograd.grad(loss, [y])
             optimizer.step()
