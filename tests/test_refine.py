@@ -90,6 +90,16 @@ def test_refinement_leaves_the_shared_model_untouched(vaegan_path):
     assert all(p.is_contiguous() for p in codec.loaded.model.parameters())
 
 
+def test_auto_precision_searches_in_bfloat16_only_where_the_hardware_computes_it(vaegan_path, monkeypatch):
+    import gencomp.codecs.vaegan as vaegan_module
+
+    for native, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(vaegan_module, "has_native_bf16", lambda device, native=native: native)
+        assert get_codec("vaegan", model=vaegan_path)._search_precision() == expected
+        for forced in ("float32", "bfloat16"):
+            assert get_codec("vaegan", model=vaegan_path, precision=forced)._search_precision() == forced
+
+
 def test_refinement_precision_is_checked(vaegan_path):
     with pytest.raises(ValueError, match="precision"):
         get_codec("vaegan", model=vaegan_path, precision="float16")

@@ -58,6 +58,7 @@ from gencomp.codecs.container import Container, CorruptPayload, Header, Malforme
 from gencomp.codecs.entropy import EntropyDecodeError, check_gaussian_capacity, decode_gaussian, encode_gaussian
 from gencomp.codecs.refine import PRECISIONS, refine_latent
 from gencomp.codecs.tiling import pad_to_multiple
+from gencomp.hardware import has_native_bf16
 from gencomp.models.hyperprior import pad_channels, scale_table
 from gencomp.models.prior import discretised_gaussian_likelihood
 
@@ -95,9 +96,9 @@ class VAEGANCodec(ModelCodec):
               "Adam steps refining the encoder's latent for this image (0: the encoder's latent as is)"),
         Param("refine_lambda", "float", DEFAULT_REFINE_LAMBDA,
               "rate weight of the refinement: MSE + lambda * quant_scale^2 * bpp (storage=entropy)"),
-        Param("precision", "str", "float32", "arithmetic of the refinement search: float32, or bfloat16 (autocast: "
-              "faster on CPUs with AVX512-BF16 or AMX; the file is kept only when its float32 cost is lower, and "
-              "decoding is float32)", PRECISIONS, added_later=True),
+        Param("precision", "str", "auto", "arithmetic of the refinement search: bfloat16 (autocast), float32, or "
+              "auto: bfloat16 where the CPU (AVX512-BF16, AMX) or GPU computes it in hardware, float32 elsewhere; "
+              "decoding is always float32", ("auto", *PRECISIONS), added_later=True),
         DEVICE_PARAM,
     )
 
@@ -233,9 +234,17 @@ class VAEGANCodec(ModelCodec):
 
         result = refine_latent(
             residual.float().unsqueeze(0).to(self.device), x[..., :height, :width], decode=decode, bits=bits,
-            steps=steps, lam=self.settings["refine_lambda"] * quant_scale**2, precision=self.settings["precision"],
+            steps=steps, lam=self.settings["refine_lambda"] * quant_scale**2, precision=self._search_precision(),
         )
         return result.latent[0].cpu()
+
+    def _search_precision(self) -> str:
+        """The refinement's arithmetic: with ``auto``, bfloat16 where it runs in hardware. On Kodak it found
+        latents as good as float32's in about half the time (BENCHMARKS.md, "Encode-time latent refinement")."""
+        precision = self.settings["precision"]
+        if precision == "auto":
+            return "bfloat16" if has_native_bf16(self.device) else "float32"
+        return precision
 
     def _search_model(self) -> torch.nn.Module:
         """The refinement search's copy of the model, in channels_last: oneDNN's fast layout (about 1.6x in
@@ -265,7 +274,7 @@ class VAEGANCodec(ModelCodec):
 
         result = refine_latent(
             latent, x[..., :height, :width], decode=decode, bits=bits if step is not None else None,
-            steps=steps, lam=self.settings["refine_lambda"] * quant_scale**2, precision=self.settings["precision"],
+            steps=steps, lam=self.settings["refine_lambda"] * quant_scale**2, precision=self._search_precision(),
         )
         return result.latent
 

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from gencomp.hardware import cpu_has_native_bf16
 from gencomp.train.checkpoint import capture_rng, restore_rng
 
 
@@ -27,14 +28,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 matrix products in hardware (AMX or AVX512-BF16), where ``amp=bf16`` pays."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 class Runtime:
