@@ -2,14 +2,16 @@
 
     python benchmarks/bench_refine.py IMAGES_DIR [--steps 0 20] [--quant-scales 0.7 1.0 1.4 2.0]
                                       [--steps-curve 0 5 10 20 40] [--curve-images 6] [--max-images N]
-                                      [--threads 2] [--baselines webp avif] [--json OUT.json]
+                                      [--threads 2] [--baselines webp avif] [--precision auto float32 bfloat16]
+                                      [--json OUT.json]
 
 For every image, the vaegan codec (C = 28, the default model unless $GENCOMP_VAEGAN_MODEL) encodes at each
 quant_scale with each refine_steps; WebP (and with ``--baselines webp avif`` AVIF) is swept over its quality in
 the same run as the baseline. Rates are
 real file lengths, PSNR and MS-SSIM come from gencomp.metrics. Printed: mean bpp / PSNR / MS-SSIM / encode
 seconds per setting, BD-rate (PSNR) of each refinement level against no refinement and against each baseline, and, at
-quant_scale 1 on the first ``--curve-images`` images, PSNR and rate against refine_steps (dB per second).
+quant_scale 1 on the first ``--curve-images`` images, PSNR and rate against refine_steps (dB per second), once per
+``--precision`` of the search (the RD curves use the first).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-images", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--baselines", nargs="*", default=["webp"], choices=sorted(BASELINE_QUALITIES))
+    ap.add_argument("--precision", nargs="+", default=["auto"], choices=["auto", "float32", "bfloat16"])
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     for steps in args.steps:
         curve = []
         for scale in args.quant_scales:
-            codec = get_codec("vaegan-c28", quant_scale=scale, refine_steps=steps)
+            codec = get_codec("vaegan-c28", quant_scale=scale, refine_steps=steps, precision=args.precision[0])
             mean = _mean([_measure(codec, im) for im in images])
             curve.append({"quant_scale": scale, **mean})
             print(f"refine_steps={steps:3d} quant_scale={scale:.2f}  bpp {mean['bpp']:.4f}  PSNR {mean['psnr']:.3f}"
@@ -103,18 +106,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in summary[name].items()), flush=True)
 
     steps_curve = []
-    for steps in args.steps_curve:
-        codec = get_codec("vaegan-c28", refine_steps=steps)
-        mean = _mean([_measure(codec, im) for im in images[: args.curve_images]])
-        steps_curve.append({"refine_steps": steps, **mean})
-    if steps_curve:
-        base = steps_curve[0]
-        for row in steps_curve:
+    for precision in args.precision if args.steps_curve else []:
+        rows = []
+        for steps in args.steps_curve:
+            codec = get_codec("vaegan-c28", refine_steps=steps, precision=precision)
+            mean = _mean([_measure(codec, im) for im in images[: args.curve_images]])
+            rows.append({"precision": precision, "refine_steps": steps, **mean})
+        base = rows[0]
+        for row in rows:
             spent = row["encode_s"] - base["encode_s"]
             gain = row["psnr"] - base["psnr"]
             row["db_per_s"] = gain / spent if spent > 0 else None
-            print(f"steps {row['refine_steps']:3d}: bpp {row['bpp']:.4f}  PSNR {row['psnr']:.3f} (+{gain:.3f} dB)"
-                  f"  encode {row['encode_s']:.2f} s  dB/s {row['db_per_s']}", flush=True)
+            print(f"{precision:8s} steps {row['refine_steps']:3d}: bpp {row['bpp']:.4f}  PSNR {row['psnr']:.3f} "
+                  f"(+{gain:.3f} dB)  encode {row['encode_s']:.2f} s  dB/s {row['db_per_s']}", flush=True)
+        steps_curve += rows
     if args.json:
         args.json.write_text(json.dumps({"images": [p.name for p in paths], "curves": curves, "bd": summary,
                                          "steps_curve": steps_curve}, indent=1))
