@@ -9,8 +9,8 @@
 # running them together costs each little); JOBS picks among them:
 #   vaegan-photos        the shipped VAE-GAN's architecture with the blurred sub-pixel decoder, started from
 #                        the shipped weights (--init-from vaegan-default), 256-px crops
-#   vaegan-photos-hyper  the same, with the mean-scale hyperprior entropy model (the hyper networks start from
-#                        the shipped channel prior's scales)
+#   vaegan-photos-hyper  the same, with the mean-scale hyperprior entropy model and its checkerboard context
+#                        (from the shipped model's, which has both)
 #   vaegan-photos-w96    a wider one (width 96) from scratch, the same recipe otherwise
 #   vaegan-faces, vaegan-aerial   the first one's recipe on each domain at its native 128 px, from the shipped weights
 #   gan-faces, gan-aerial          a GAN per domain at 128 px, one tile per image (the poster's setting), trained
@@ -159,7 +159,8 @@ wanted() { [ -z "${JOBS:-}" ] || [[ " $JOBS " == *" $1 "* ]]; }
 wanted vaegan-photos && vaegan_job vaegan-photos "$ROOT/photos" --init-from vaegan-default --set width=64 --set crop=256 \
     --set batch_size=16 --set lr=1e-4 --set warmup_steps=100 &
 wanted vaegan-photos-hyper && vaegan_job vaegan-photos-hyper "$ROOT/photos" --init-from vaegan-default --set width=64 \
-    --set crop=256 --set batch_size=16 --set lr=1e-4 --set warmup_steps=100 --set entropy_model=hyperprior &
+    --set crop=256 --set batch_size=16 --set lr=1e-4 --set warmup_steps=100 --set entropy_model=hyperprior \
+    --set hyper_context=checkerboard &
 wanted vaegan-photos-w96 && vaegan_job vaegan-photos-w96 "$ROOT/photos" --set width=96 --set crop=256 --set batch_size=16 --set lr=3e-4 \
     --set warmup_steps=500 &
 wanted vaegan-faces && vaegan_job vaegan-faces "$ROOT/faces" --init-from vaegan-default --set width=64 --set crop=128 --set batch_size=32 \

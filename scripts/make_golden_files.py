@@ -34,6 +34,9 @@ GOLDEN = {
     "vaegan-c4-raw16.gcz": ("vaegan", {"channels": 4, "storage": "raw", "raw_bits": 16, "refine_steps": 0}, "vaegan"),
     "vaegan-hp-c4-entropy.gcz": ("vaegan", {"channels": 4, "refine_steps": 0}, "vaegan-hp"),
     "vaegan-hp-c2-entropy-q2.gcz": ("vaegan", {"channels": 2, "quant_scale": 2.0, "refine_steps": 0}, "vaegan-hp"),
+    # the hyperprior with a checkerboard context: two y sections, format version 3
+    "vaegan-cb-c4-entropy.gcz": ("vaegan", {"channels": 4, "refine_steps": 0}, "vaegan-cb"),
+    "vaegan-cb-c2-entropy-q2.gcz": ("vaegan", {"channels": 2, "quant_scale": 2.0, "refine_steps": 0}, "vaegan-cb"),
     # written before tiles could overlap or carry colour parameters: edge to edge, z alone
     "gan-inversion-float32.gcz": ("gan-inversion", {"steps": 3, "overlap": 0, "colour": "none"}, "gan"),
     "gan-inversion-8bit.gcz": ("gan-inversion", {"steps": 3, "bits": 8, "overlap": 0, "colour": "none"}, "gan"),
@@ -46,7 +49,8 @@ GOLDEN = {
     "gan-inversion-colour-entropy.gcz": ("gan-inversion", {"steps": 3, "bits": 8, "entropy": "gaussian"}, "gan"),
 }
 
-MODEL_FILES = {"vaegan": "vaegan-tiny.pt", "gan": "gan-tiny.pt", "vaegan-hp": "vaegan-hp-tiny.pt"}
+MODEL_FILES = {"vaegan": "vaegan-tiny.pt", "gan": "gan-tiny.pt", "vaegan-hp": "vaegan-hp-tiny.pt",
+               "vaegan-cb": "vaegan-cb-tiny.pt"}
 
 
 def golden_image() -> Image.Image:
@@ -84,7 +88,24 @@ def write_models(folder: Path) -> dict[str, Path]:
         hyper.h_a[-1].weight.mul_(10.0)
     save_vaegan(folder / "vaegan-hp-tiny.pt", model=hp_model, prior=None, quant_step=1.0, prior_fitted=False,
                 hyperprior=hyper)
+    write_checkerboard_model(folder)
     return {kind: folder / name for kind, name in MODEL_FILES.items()}
+
+
+def write_checkerboard_model(folder: Path) -> None:
+    """The tiny hyperprior model with a checkerboard context whose correction is not zero (a fresh one's is)."""
+    torch.manual_seed(3)
+    model = VAEGAN(max_channels=4, channel_set=(4, 2), width=8, downsample=8, upsample="subpixel",
+                   entropy_model="hyperprior")
+    hyper = Hyperprior(latent_channels=4, channels=8, context="checkerboard")
+    with torch.no_grad():
+        model.to_moments.weight.mul_(40.0)
+        model.decoder[0].weight.mul_(0.2)
+        hyper.h_a[-1].weight.mul_(10.0)
+        hyper.checkerboard.fuse[-1].weight.normal_(0.0, 0.01)
+        hyper.checkerboard.fuse[-1].bias.normal_(0.0, 0.05)
+    save_vaegan(folder / MODEL_FILES["vaegan-cb"], model=model, prior=None, quant_step=1.0, prior_fitted=False,
+                hyperprior=hyper)
 
 
 def main(folder: str, names: list[str]) -> int:
@@ -96,6 +117,8 @@ def main(folder: str, names: list[str]) -> int:
         return 2
     if names:  # the models and the other files stay as they are
         models = {kind: out / name for kind, name in MODEL_FILES.items()}
+        if not models["vaegan-cb"].exists():  # added after the others: written beside them, they stay
+            write_checkerboard_model(out)
         record = json.loads((out / "golden.json").read_text())
     else:
         models = write_models(out)

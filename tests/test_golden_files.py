@@ -1,7 +1,8 @@
 """Golden .gcz files (tests/fixtures/golden, written by scripts/make_golden_files.py): every learned bitstream
 still decodes to the very pixels it decoded to when it was written, and files of another format version are
 refused by name. A change that breaks this changes the format: bump container.VERSION and keep old files'
-refusal (or decoding) tested. Version 2 marks the GAN files with colour parameters; all others are version 1."""
+refusal (or decoding) tested. Version 2 marks the GAN files with colour parameters, version 3 the VAE-GAN files
+coded with a checkerboard context; all others are version 1."""
 
 from __future__ import annotations
 
@@ -25,9 +26,11 @@ def test_the_golden_files_are_of_the_versions_this_gencomp_reads():
     assert {v["codec"] for v in RECORD["files"].values()} == {"vaegan", "gan-inversion"}
     versions = {name: (GOLDEN / name).read_bytes()[VERSION_OFFSET] for name in RECORD["files"]}
     assert versions == {name: v.get("version", 1) for name, v in RECORD["files"].items()}
-    assert set(versions.values()) == set(SUPPORTED_VERSIONS) == {1, VERSION}
+    assert set(versions.values()) == set(SUPPORTED_VERSIONS) == {1, 2, VERSION}
     # version 2 is exactly the files that carry colour parameters: the ones a version-1 reader would misread
     assert {n for n, v in versions.items() if v == 2} == {n for n in versions if "colour" in n}
+    # version 3 exactly the checkerboard files, which a reader without the context must refuse
+    assert {n for n, v in versions.items() if v == 3} == {n for n in versions if n.startswith("vaegan-cb-")}
 
 
 def test_a_version_1_reader_refuses_a_colour_file_by_name(monkeypatch):
@@ -35,6 +38,13 @@ def test_a_version_1_reader_refuses_a_colour_file_by_name(monkeypatch):
     with pytest.raises(UnsupportedVersion, match="version 2 is not supported"):
         decode_file((GOLDEN / "gan-inversion-colour-8bit.gcz").read_bytes(), model=GOLDEN / "gan-tiny.pt")
     decode_file((GOLDEN / "gan-inversion-overlap-8bit.gcz").read_bytes(), model=GOLDEN / "gan-tiny.pt")
+
+
+def test_a_version_2_reader_refuses_a_checkerboard_file_by_name(monkeypatch):
+    monkeypatch.setattr(container, "SUPPORTED_VERSIONS", (1, 2))
+    with pytest.raises(UnsupportedVersion, match="version 3 is not supported"):
+        decode_file((GOLDEN / "vaegan-cb-c4-entropy.gcz").read_bytes(), model=GOLDEN / "vaegan-cb-tiny.pt")
+    decode_file((GOLDEN / "vaegan-hp-c4-entropy.gcz").read_bytes(), model=GOLDEN / "vaegan-hp-tiny.pt")
 
 
 @pytest.mark.parametrize("name", sorted(RECORD["files"]))

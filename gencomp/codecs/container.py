@@ -52,9 +52,12 @@ MAGIC = b"\x89GCZ"
 # another layout and decode wrongly: GAN inversion files with per-tile colour parameters (their header key "k";
 # a version-1 reader ignores the key). Such a file says version 2, so an older gencomp refuses it by name; every
 # other file is still written as version 1, byte for byte what it was, and any gencomp reads it.
-VERSION = 2  # the newest version this gencomp writes and reads
+# Version 3 changes no byte of the layout either. It marks the VAE-GAN files whose latent is coded in two
+# checkerboard passes (storage code 2, header key "a"): a gencomp without the context would refuse them only
+# deep in its checks, so they say version 3 and are refused by name.
+VERSION = 3  # the newest version this gencomp writes and reads
 BASE_VERSION = 1  # what a file that needs nothing newer says
-SUPPORTED_VERSIONS = (1, 2)
+SUPPORTED_VERSIONS = (1, 2, 3)
 FINGERPRINT_SIZE = 8
 NO_FINGERPRINT = bytes(FINGERPRINT_SIZE)
 CRC_SIZE = 4

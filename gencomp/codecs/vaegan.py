@@ -42,6 +42,13 @@ computes the y parameters (a network at 1/4 of the latent's resolution), and che
 against the least those parameters let y cost before decoding y or running the image decoder. Refinement with a
 hyperprior model keeps z (the encoder's) fixed and refines y's residual symbols under the scales it gives: the
 rate term is then y's exact cost, and z's bits, fixed, do not enter the search.
+
+A hyperprior with a checkerboard context (``context="checkerboard"``) splits the y section in two (storage code
+``s`` = 2, format version 3): the anchors' residual symbols under h_s's parameters, then the others' under the
+parameters the context derives from the decoded anchors; the header's key ``a`` is the anchor section's length.
+Each section is checked against the least its parameters let it cost before it is decoded. Refinement searches
+the residuals of both halves at once: a non-anchor's residual is measured from the mean the context computes
+from the (relaxed) anchors, so the search sees how moving an anchor changes its neighbours' means and scales.
 """
 
 from __future__ import annotations
@@ -54,16 +61,19 @@ import torch
 from PIL import Image
 
 from gencomp.codecs.base import DEVICE_PARAM, ModelCodec, Param, register
-from gencomp.codecs.container import Container, CorruptPayload, Header, MalformedHeader, pack
+from gencomp.codecs.container import BASE_VERSION, Container, CorruptPayload, Header, MalformedHeader, pack
 from gencomp.codecs.entropy import EntropyDecodeError, check_gaussian_capacity, decode_gaussian, encode_gaussian
 from gencomp.codecs.refine import PRECISIONS, refine_latent
 from gencomp.codecs.tiling import pad_to_multiple
 from gencomp.hardware import has_native_bf16
-from gencomp.models.hyperprior import pad_channels, scale_table
-from gencomp.models.prior import discretised_gaussian_likelihood
+from gencomp.models.hyperprior import LOG_SCALE_CLAMP, anchor_mask, pad_channels, scale_table
+from gencomp.models.prior import SCALE_MIN, discretised_gaussian_likelihood
 
-# header field "s"; "hyperprior" is storage "entropy" with a model whose entropy_model is "hyperprior"
-_STORAGE_CODES = {"entropy": 0, "hyperprior": 1, "raw16": 16, "raw32": 32}
+# header field "s"; "hyperprior" is storage "entropy" with a model whose entropy_model is "hyperprior",
+# "checkerboard" the same with a hyperprior that has a checkerboard context
+_STORAGE_CODES = {"entropy": 0, "hyperprior": 1, "checkerboard": 2, "raw16": 16, "raw32": 32}
+_HYPERPRIOR_CODES = (1, 2)
+CONTEXT_FORMAT_VERSION = 3  # a gencomp without the checkerboard context must refuse these files (container.VERSION)
 _PRIOR_SIGMAS = 8.0  # coded symbol range around the prior means, in prior standard deviations
 _MAX_ALPHABET = 1 << 20
 QUANT_SCALE_RANGE = (0.05, 20.0)
@@ -138,6 +148,10 @@ class VAEGANCodec(ModelCodec):
     def _hyperprior(self) -> bool:
         return self.loaded.entropy_model == "hyperprior"
 
+    @property
+    def _checkerboard(self) -> bool:
+        return self._hyperprior and self.loaded.hyperprior.context == "checkerboard"
+
     def _z_prior(self) -> tuple[np.ndarray, np.ndarray, int, int]:
         """z's per-channel (mean, scale) in symbol units, shaped (channels, 1, 1), and its coded range."""
         mean, scale = self.loaded.hyperprior.z_prior.channel_params()
@@ -152,9 +166,7 @@ class VAEGANCodec(ModelCodec):
         """(mean in model symbol units, coding std in residual symbol units, low, high) of y's residuals given z."""
         channels, height, width = shape
         mean, index = self.loaded.hyperprior.coding_params(z_symbols, height, width, channels)
-        std = scale_table()[index] / quant_scale
-        high = int(np.ceil(_PRIOR_SIGMAS * std.max())) + 1 if std.size else 1
-        return mean, std, -high, high
+        return (mean, *_coding_std(index, quant_scale))
 
     def _latent_shape(self, width: int, height: int, channels: int) -> tuple[int, int, int]:
         d = int(self.loaded.config["model"]["downsample"])
@@ -170,10 +182,12 @@ class VAEGANCodec(ModelCodec):
         with torch.no_grad():
             mu = self.loaded.model.encode(x)[:, :channels]
         params = {"c": channels}
+        version = BASE_VERSION
         if self.settings["storage"] == "entropy" and self._hyperprior:
             payload, hyper_params = self._encode_hyperprior(mu / quant_step, x, image)
             params.update(hyper_params)
-            storage = _STORAGE_CODES["hyperprior"]
+            storage = _STORAGE_CODES["checkerboard" if self._checkerboard else "hyperprior"]
+            version = CONTEXT_FORMAT_VERSION if self._checkerboard else BASE_VERSION
         elif self.settings["storage"] == "entropy":
             quant_scale = self.settings["quant_scale"]
             step = quant_step * quant_scale
@@ -191,7 +205,7 @@ class VAEGANCodec(ModelCodec):
             storage = _STORAGE_CODES[f"raw{bits}"]
         return pack(
             codec_id=self.codec_id, width=image.width, height=image.height, payload=payload,
-            fingerprint=self.fingerprint, params={**params, "s": storage},
+            fingerprint=self.fingerprint, params={**params, "s": storage}, version=version,
         )
 
     def _encode_hyperprior(self, y: torch.Tensor, x: torch.Tensor, image: Image.Image) -> tuple[bytes, dict]:
@@ -204,11 +218,16 @@ class VAEGANCodec(ModelCodec):
         z_mean, z_scale, z_low, z_high = self._z_prior()
         z_stream = encode_gaussian(z_symbols, mean=z_mean, std=z_scale, low=z_low, high=z_high, strict_end=True)
         shape = tuple(y.shape[1:])
-        mean, std, low, high = self._y_params(z_symbols, shape, quant_scale)
-        residual = (y[0].detach().cpu().double() - torch.from_numpy(mean)) / quant_scale
-        symbols = self._refine_residual(residual, mean, std, x, image).numpy().astype(np.int64)
-        y_stream = encode_gaussian(symbols, mean=0.0, std=std, low=low, high=high, strict_end=True)
         params = {"z": len(z_stream)}
+        if self._checkerboard:
+            anchor_stream, other_stream = self._encode_checkerboard(y, z_symbols, x, image)
+            params["a"] = len(anchor_stream)
+            y_stream = anchor_stream + other_stream
+        else:
+            mean, std, low, high = self._y_params(z_symbols, shape, quant_scale)
+            residual = (y[0].detach().cpu().double() - torch.from_numpy(mean)) / quant_scale
+            symbols = self._refine_residual(residual, mean, std, x, image).numpy().astype(np.int64)
+            y_stream = encode_gaussian(symbols, mean=0.0, std=std, low=low, high=high, strict_end=True)
         if quant_scale != 1.0:
             params["q"] = quant_scale
         return z_stream + y_stream, params
@@ -237,6 +256,87 @@ class VAEGANCodec(ModelCodec):
             steps=steps, lam=self.settings["refine_lambda"] * quant_scale**2, precision=self._search_precision(),
         )
         return result.latent[0].cpu()
+
+    def _encode_checkerboard(self, y: torch.Tensor, z_symbols: np.ndarray, x: torch.Tensor, image: Image.Image
+                             ) -> tuple[bytes, bytes]:
+        """The anchor and non-anchor sections of a checkerboard model's y (module docstring)."""
+        hyper, quant_scale = self.loaded.hyperprior, self.settings["quant_scale"]
+        channels, height, width = y.shape[1:]
+        hyper_out = hyper.coding_output(z_symbols, height, width)
+        mean, index = hyper.split_output(hyper_out, channels)
+        anchors = anchor_mask(height, width)
+        latent = y[0].detach().cpu().double().numpy()
+        if self.settings["refine_steps"]:
+            symbols = self._refine_checkerboard(latent, hyper_out, mean, index, x, image)
+            anchor_symbols = symbols[:, anchors]
+        else:
+            symbols = None
+            anchor_symbols = np.round((latent - mean) / quant_scale)[:, anchors]
+        decoded = np.zeros_like(latent)
+        decoded[:, anchors] = mean[:, anchors] + anchor_symbols * quant_scale
+        other_mean, other_index = hyper.split_output(hyper.coding_context_output(hyper_out, decoded), channels)
+        if symbols is None:
+            other_symbols = np.round((latent - other_mean) / quant_scale)[:, ~anchors]
+        else:
+            other_symbols = symbols[:, ~anchors]
+        streams = []
+        for part, part_index in ((anchor_symbols, index[:, anchors]), (other_symbols, other_index[:, ~anchors])):
+            std, low, high = _coding_std(part_index, quant_scale)
+            streams.append(encode_gaussian(part.astype(np.int64), mean=0.0, std=std, low=low, high=high,
+                                           strict_end=True))
+        return streams[0], streams[1]
+
+    def _refine_checkerboard(self, latent: np.ndarray, hyper_out: np.ndarray, mean: np.ndarray, index: np.ndarray,
+                             x: torch.Tensor, image: Image.Image) -> np.ndarray:
+        """Both halves' residual symbols (C, h, w), refined for this image with z fixed: an anchor's residual is
+        measured from h_s's mean, a non-anchor's from the mean the context derives from the relaxed anchors.
+        The search's rate uses the context's continuous scales for the non-anchors (the file rounds them up to
+        the scale table, a few tenths of a percent more)."""
+        hyper, model = self.loaded.hyperprior, self._search_model()
+        quant_scale, quant_step = self.settings["quant_scale"], self.loaded.quant_step
+        channels, rows, cols = latent.shape
+        height, width = image.height, image.width
+        latent_channels = hyper.latent_channels
+        device = self.device
+        anchors = anchor_mask(rows, cols)
+        board = torch.from_numpy(anchors).to(device)
+        out_t = torch.from_numpy(hyper_out).float().unsqueeze(0).to(device)
+        mean_t = torch.from_numpy(mean).float().unsqueeze(0).to(device)
+        anchor_std = torch.from_numpy(scale_table()[index] / quant_scale).float().unsqueeze(0).to(device)
+        cache: dict[str, torch.Tensor] = {}
+
+        def context(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """(non-anchor mean, non-anchor std in residual symbols) for residuals ``u``; the last one cached,
+            as decode and bits ask for the same relaxed latent in turn."""
+            if cache.get("u") is not u:
+                with torch.autocast(torch.device(device).type, enabled=False):
+                    anchors = torch.where(board, mean_t + u.float() * quant_scale, 0.0)
+                    out = hyper.checkerboard(out_t, pad_channels(anchors, latent_channels))
+                other_mean = out[:, :channels]
+                log_scale = out[:, latent_channels : latent_channels + channels].clamp(*LOG_SCALE_CLAMP)
+                cache.update(u=u, mean=other_mean, std=log_scale.exp().clamp(min=SCALE_MIN) / quant_scale)
+            return cache["mean"], cache["std"]
+
+        def decode(u: torch.Tensor) -> torch.Tensor:
+            other_mean, _ = context(u)
+            y = (torch.where(board, mean_t, other_mean) + u * quant_scale) * quant_step
+            return model.decode(y.contiguous(memory_format=torch.channels_last), channels=channels)[..., :height, :width]
+
+        def bits(u: torch.Tensor) -> torch.Tensor:
+            _, other_std = context(u)
+            std = torch.where(board, anchor_std, other_std)
+            return -torch.log2(discretised_gaussian_likelihood(u.float(), torch.zeros_like(std), std)).sum()
+
+        start = (latent - mean) / quant_scale  # the encoder's residuals: anchors from h_s's mean, ...
+        decoded = np.where(anchors, mean + np.round(start) * quant_scale, 0.0)
+        other_mean, _ = hyper.split_output(hyper.coding_context_output(hyper_out, decoded), channels)
+        start = np.where(anchors, start, (latent - other_mean) / quant_scale)  # ... the others from the context's
+        result = refine_latent(
+            torch.from_numpy(start).float().unsqueeze(0).to(device), x[..., :height, :width],
+            decode=decode, bits=bits, steps=self.settings["refine_steps"],
+            lam=self.settings["refine_lambda"] * quant_scale**2, precision=self._search_precision(),
+        )
+        return result.latent[0].cpu().double().numpy()
 
     def _search_precision(self) -> str:
         """The refinement's arithmetic: with ``auto``, bfloat16 where it runs in hardware. On Kodak it found
@@ -285,23 +385,30 @@ class VAEGANCodec(ModelCodec):
         quant_scale = params.get("q", 1.0)
         if not (isinstance(channels, int) and 1 <= channels <= max_channels and storage in _STORAGE_CODES.values()
                 and isinstance(quant_scale, float) and QUANT_SCALE_RANGE[0] <= quant_scale <= QUANT_SCALE_RANGE[1]
-                and (storage in (0, 1) or "q" not in params)
-                and (storage == 1) == ("z" in params)):
+                and (storage in (0, *_HYPERPRIOR_CODES) or "q" not in params)
+                and (storage in _HYPERPRIOR_CODES) == ("z" in params)
+                and (storage == _STORAGE_CODES["checkerboard"]) == ("a" in params)):
             raise MalformedHeader(f"invalid vaegan parameters {params}")
-        if storage in (0, 1) and (storage == 1) != self._hyperprior:
-            coded = "hyperprior" if storage == 1 else "per-channel prior"
-            raise MalformedHeader(f"the file's latent is coded with a {coded}; the model at {self.loaded.path} "
-                                  f"has entropy_model {self.loaded.entropy_model!r}")
+        if storage in (0, *_HYPERPRIOR_CODES):
+            model_code = (_STORAGE_CODES["checkerboard"] if self._checkerboard else
+                          _STORAGE_CODES["hyperprior"] if self._hyperprior else 0)
+            if storage != model_code:
+                coded = {0: "per-channel prior", 1: "hyperprior", 2: "hyperprior with a checkerboard context"}
+                raise MalformedHeader(f"the file's latent is coded with a {coded[storage]}; the model at "
+                                      f"{self.loaded.path} codes with a {coded[model_code]}")
         return channels, storage, quant_scale
 
     @staticmethod
-    def _z_bytes(params: dict, payload_size: int) -> int:
-        """The hyperprior z section's length from the header, checked against the payload's."""
-        z_bytes = params["z"]
-        if not (isinstance(z_bytes, int) and 0 < z_bytes <= payload_size and z_bytes % 4 == 0):
-            raise MalformedHeader(f"z section length {z_bytes!r} does not fit a {payload_size}-byte payload "
-                                  "in 32-bit words")
-        return z_bytes
+    def _section_bytes(params: dict, payload_size: int) -> list[int]:
+        """The lengths of a hyperprior file's sections (z, then the anchors' for a checkerboard file, then the
+        rest of y) from the header, checked against the payload's."""
+        lengths = [params["z"], *([params["a"]] if "a" in params else [])]
+        for name, length in zip(("z", "a"), lengths):
+            if not (isinstance(length, int) and 0 < length and length % 4 == 0):
+                raise MalformedHeader(f"{name} section length {length!r} is not a positive number of 32-bit words")
+        if sum(lengths) > payload_size:
+            raise MalformedHeader(f"section lengths {lengths} do not fit a {payload_size}-byte payload")
+        return [*lengths, payload_size - sum(lengths)]
 
     def check_header(self, header: Header) -> None:
         """Refuse a payload whose length cannot hold the latent of the image the header declares."""
@@ -309,7 +416,7 @@ class VAEGANCodec(ModelCodec):
         channels, storage, quant_scale = self._header_params(header.params)
         shape = self._latent_shape(header.width, header.height, channels)
         count = int(np.prod(shape))
-        if storage == _STORAGE_CODES["hyperprior"]:
+        if storage in _HYPERPRIOR_CODES:
             self._check_hyperprior_capacity(header, shape, quant_scale)
             return
         if storage:
@@ -324,39 +431,63 @@ class VAEGANCodec(ModelCodec):
             raise CorruptPayload(
                 f"payload cannot hold the {header.width}x{header.height} image's latent: {exc}") from None
 
+    def _y_shapes(self, shape: tuple[int, int, int], storage: int) -> list[tuple[int, ...]]:
+        """The shapes of a hyperprior file's y sections: y, or the anchors' (C, n) and the others' (C, m)."""
+        if storage != _STORAGE_CODES["checkerboard"]:
+            return [shape]
+        anchors = int(anchor_mask(shape[1], shape[2]).sum())
+        return [(shape[0], anchors), (shape[0], shape[1] * shape[2] - anchors)]
+
     def _check_hyperprior_capacity(self, header: Header, shape: tuple[int, int, int], quant_scale: float) -> None:
-        """Before any decoding: the z section must hold z; the y section at least what y costs at the smallest
-        coding scale (its exact bound, with z's scales, is checked before y is decoded)."""
-        z_bytes = self._z_bytes(header.params, header.payload_size)
+        """Before any decoding: the z section must hold z; each y section at least what it costs at the
+        smallest coding scale (its exact bound, with the scales z and the anchors give, is checked before it is
+        decoded)."""
+        storage = header.params["s"]
+        z_bytes, *y_bytes = self._section_bytes(header.params, header.payload_size)
         z_mean, z_scale, z_low, z_high = self._z_prior()
         smallest = scale_table()[0] / quant_scale
         high = int(np.ceil(_PRIOR_SIGMAS * smallest)) + 1
         try:
             check_gaussian_capacity(z_bytes, shape=self._z_shape(shape), mean=z_mean, std=z_scale, low=z_low,
                                     high=z_high)
-            check_gaussian_capacity(header.payload_size - z_bytes, shape=shape, mean=0.0, std=smallest, low=-high,
-                                    high=high)
+            for size, part in zip(y_bytes, self._y_shapes(shape, storage)):
+                check_gaussian_capacity(size, shape=part, mean=0.0, std=smallest, low=-high, high=high)
         except EntropyDecodeError as exc:
             raise CorruptPayload(
                 f"payload cannot hold the {header.width}x{header.height} image's latent: {exc}") from None
 
     def _hyperprior_symbols(self, container: Container, shape: tuple[int, int, int], quant_scale: float
                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(z symbols, y residual symbols, y mean, y coding std) of a hyperprior file."""
-        z_bytes = self._z_bytes(container.params, len(container.payload))
+        """(z symbols, y residual symbols, y mean, y coding std) of a hyperprior file, the last three (C, h, w)
+        whatever the file's sections."""
+        payload, storage = container.payload, container.params["s"]
+        z_bytes, *y_bytes = self._section_bytes(container.params, len(payload))
         z_mean, z_scale, z_low, z_high = self._z_prior()
         try:
-            z_symbols = decode_gaussian(container.payload[:z_bytes], shape=self._z_shape(shape), mean=z_mean,
+            z_symbols = decode_gaussian(payload[:z_bytes], shape=self._z_shape(shape), mean=z_mean,
                                         std=z_scale, low=z_low, high=z_high, strict_end=True)
         except EntropyDecodeError as exc:
             raise CorruptPayload(f"hyperprior z bitstream does not decode: {exc}") from exc
-        mean, std, low, high = self._y_params(z_symbols, shape, quant_scale)
-        try:  # strict_end checks the y section's length against these scales before decoding
-            symbols = decode_gaussian(container.payload[z_bytes:], shape=shape, mean=0.0, std=std, low=low,
-                                      high=high, strict_end=True)
-        except EntropyDecodeError as exc:
-            raise CorruptPayload(f"latent bitstream does not decode: {exc}") from exc
-        return z_symbols, symbols, mean, std
+        sections = np.cumsum([z_bytes, *y_bytes])
+        if storage != _STORAGE_CODES["checkerboard"]:
+            mean, std, low, high = self._y_params(z_symbols, shape, quant_scale)
+            return z_symbols, _decode_section(payload[z_bytes:], std, low, high), mean, std
+        hyper = self.loaded.hyperprior
+        channels, rows, cols = shape
+        anchors = anchor_mask(rows, cols)
+        hyper_out = hyper.coding_output(z_symbols, rows, cols)
+        mean, index = hyper.split_output(hyper_out, channels)
+        std, low, high = _coding_std(index[:, anchors], quant_scale)
+        symbols = np.zeros(shape, dtype=np.int64)
+        symbols[:, anchors] = _decode_section(payload[sections[0]:sections[1]], std, low, high)
+        decoded = np.where(anchors, mean + symbols * quant_scale, 0.0)
+        other_mean, other_index = hyper.split_output(hyper.coding_context_output(hyper_out, decoded), channels)
+        other_std, low, high = _coding_std(other_index[:, ~anchors], quant_scale)
+        symbols[:, ~anchors] = _decode_section(payload[sections[1]:], other_std, low, high)
+        mean = np.where(anchors, mean, other_mean)
+        all_std = np.empty(shape, dtype=np.float64)
+        all_std[:, anchors], all_std[:, ~anchors] = std, other_std
+        return z_symbols, symbols, mean, all_std
 
     def information_bits(self, data: bytes | Container) -> float:
         """Information content of the symbols a file stores under the model's entropy model (z's included for a
@@ -365,7 +496,7 @@ class VAEGANCodec(ModelCodec):
         channels, storage, quant_scale = self._header_params(container.params)
         shape = self._latent_shape(container.width, container.height, channels)
         with torch.no_grad():
-            if storage == _STORAGE_CODES["hyperprior"]:
+            if storage in _HYPERPRIOR_CODES:
                 z_symbols, symbols, _, std = self._hyperprior_symbols(container, shape, quant_scale)
                 z_prior = self.loaded.hyperprior.z_prior
                 z_bits = z_prior.bits(torch.from_numpy(z_symbols).double().unsqueeze(0).to(z_prior.mean.device))
@@ -386,7 +517,7 @@ class VAEGANCodec(ModelCodec):
         channels, storage, quant_scale = self._header_params(container.params)
         shape = self._latent_shape(container.width, container.height, channels)
         count = int(np.prod(shape))
-        if storage == _STORAGE_CODES["hyperprior"]:
+        if storage in _HYPERPRIOR_CODES:
             _, symbols, mean, _ = self._hyperprior_symbols(container, shape, quant_scale)
             latent = ((mean + symbols * quant_scale) * self.loaded.quant_step).astype(np.float32)
         elif storage == 0:
@@ -437,6 +568,22 @@ class VAEGANCodec(ModelCodec):
     def decode_container(self, container: Container) -> Image.Image:
         latent, channels, (width, height) = self.latent_from_container(container)
         return self.decode_latent(latent, channels=channels, width=width, height=height)
+
+
+def _decode_section(data: bytes, std: np.ndarray, low: int, high: int) -> np.ndarray:
+    """A y section's residual symbols, shaped as ``std``; strict_end checks the section's length against these
+    scales before decoding."""
+    try:
+        return decode_gaussian(data, shape=std.shape, mean=0.0, std=std, low=low, high=high, strict_end=True)
+    except EntropyDecodeError as exc:
+        raise CorruptPayload(f"latent bitstream does not decode: {exc}") from exc
+
+
+def _coding_std(index: np.ndarray, quant_scale: float) -> tuple[np.ndarray, int, int]:
+    """(coding std in residual symbol units, low, high) of the residuals coded with these scale indices."""
+    std = scale_table()[index] / quant_scale
+    high = int(np.ceil(_PRIOR_SIGMAS * std.max())) + 1 if std.size else 1
+    return std, -high, high
 
 
 def _coded_range(mean: np.ndarray, scale: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray, int, int]:

@@ -13,7 +13,8 @@ gan:    config = {"generator": {latent_dim, tile, width}, "encoder": {latent_dim
 vaegan: config = {"model": {max_channels, channel_set, width, downsample, upsample, entropy_model},
                   "quant_step": float, and by model.entropy_model (absent: "channel"):
                   channel:    "prior": {"type": "gaussian", "channels": int, "fitted": bool}
-                  hyperprior: "hyperprior": {"latent_channels": int, "channels": int}};
+                  hyperprior: "hyperprior": {"latent_channels": int, "channels": int,
+                                             "context": "checkerboard" (absent: none)}};
         state_dict = {"model": VAEGAN (encoder + decoder),
                       "prior": GaussianChannelPrior (channel) | "hyperprior": Hyperprior (hyperprior)}
 
@@ -40,7 +41,7 @@ from gencomp.atomic import write_bytes_atomic
 import math
 
 from gencomp.models.gan import GENERATOR_NORMS, Generator, InversionEncoder
-from gencomp.models.hyperprior import Hyperprior
+from gencomp.models.hyperprior import CONTEXTS, Hyperprior
 from gencomp.models.prior import GaussianChannelPrior
 from gencomp.models.vaegan import ENTROPY_MODELS, UPSAMPLE_MODES, VAEGAN
 
@@ -235,6 +236,8 @@ def _check_config(kind: str, config: dict[str, Any]) -> None:
         if not isinstance(hyper, dict):
             raise TypeError("hyperprior config must be a mapping")
         _int_in(hyper, "channels", "hyperprior", "hyper_channels")
+        if hyper.get("context", "none") not in CONTEXTS:
+            raise ValueError(f"hyperprior.context must be one of {CONTEXTS}, got {hyper.get('context')!r}")
         if hyper.get("latent_channels") != max_channels:
             raise ValueError(f"hyperprior.latent_channels must equal model.max_channels ({max_channels}), "
                              f"got {hyper.get('latent_channels')!r}")

@@ -56,6 +56,7 @@ def architecture(value: str, kind: str) -> dict[str, Any]:
         shape["entropy_model"] = model.get("entropy_model", "channel")
         if "hyperprior" in config:
             shape["hyper_channels"] = config["hyperprior"]["channels"]
+            shape["hyper_context"] = config["hyperprior"].get("context", "none")
         return shape
     generator, encoder = config["generator"], config.get("encoder") or {}
     shape = {"latent_dim": generator["latent_dim"], "tile": generator["tile"], "g_width": generator["width"],

@@ -267,10 +267,15 @@ PRESETS["vaegan"]["finetune"] = {
 }
 
 # The latent's entropy model (gencomp.models.vaegan.ENTROPY_MODELS): "channel", a per-channel prior; "hyperprior",
-# a mean-scale hyperprior whose side latent has hyper_channels channels at H/64 (needs rate_lambda > 0).
+# a mean-scale hyperprior whose side latent has hyper_channels channels at H/64 (needs rate_lambda > 0), with
+# hyper_context "checkerboard" a second coding pass conditioned on the first (gencomp.models.hyperprior).
+# trainable "entropy_model" trains the entropy model alone against the frozen encoder (no decoder pass: a step
+# costs an encoder forward), e.g. to add a context to a trained hyperprior model.
 for _vaegan_preset in PRESETS["vaegan"].values():
     _vaegan_preset.setdefault("entropy_model", "channel")
     _vaegan_preset.setdefault("hyper_channels", 64)
+    _vaegan_preset.setdefault("hyper_context", "none")
+    _vaegan_preset.setdefault("trainable", "all")
 
 # Inversion-aware GAN training (``recon_weight`` > 0): every adversarial step also trains the inversion encoder
 # and the generator together to reconstruct the real batch, G(E(x)) ~ x, so that the images of the domain lie in
@@ -298,6 +303,8 @@ _CHOICES = {
     "upsample": ("subpixel", "subpixel-blur", "nearest"),
     "g_norm": ("batch", "pixel"),
     "entropy_model": ("channel", "hyperprior"),
+    "hyper_context": ("none", "checkerboard"),
+    "trainable": ("all", "entropy_model"),
     "architecture": ("preset", "init"),
 }
 

@@ -8,7 +8,11 @@ pixel of the files.
 with uniform noise standing in for rounding on both y and z; only the first C channels' bits count, as with the
 channel prior. The whole entropy model learns at ``lr_prior`` (z's density 10x faster), as the channel prior does, so
 it can be trained against a (nearly) frozen autoencoder with a tiny ``lr``; with ``init_from`` a channel-prior model's
-encoder and decoder are reused and h_s starts out predicting its prior (Hyperprior.start_from_channel_prior)."""
+encoder and decoder are reused and h_s starts out predicting its prior (Hyperprior.start_from_channel_prior).
+``hyper_context="checkerboard"`` adds the hyperprior's checkerboard context; its rate term reads the anchors as the
+decoder will have them. ``trainable="entropy_model"`` trains the entropy model alone: the encoder runs without
+gradients, the decoder not at all, and the loss is the rate (the distortion does not depend on the entropy model
+but through the quantisation offsets, which a context moves by less than one step)."""
 
 from __future__ import annotations
 
@@ -51,6 +55,13 @@ class VAEGANRecipe(Recipe):
         if self.entropy_model == "hyperprior" and not self.rate_aware:
             raise PresetError("entropy_model 'hyperprior' is learned with the rate term: set rate_lambda > 0",
                               "entropy_model")
+        self.context = cfg.get("hyper_context", "none")
+        if self.context != "none" and self.entropy_model != "hyperprior":
+            raise PresetError("hyper_context is a part of the hyperprior: set entropy_model=hyperprior",
+                              "hyper_context")
+        self.entropy_only = cfg.get("trainable", "all") == "entropy_model"
+        if self.entropy_only and not self.rate_aware:
+            raise PresetError("trainable=entropy_model trains on the rate term: set rate_lambda > 0", "trainable")
         self.model = VAEGAN(cfg["max_channels"], tuple(cfg["channel_set"]), cfg["width"], cfg["downsample"],
                             upsample=cfg["upsample"], entropy_model=self.entropy_model)
         self.D = PatchDiscriminator(cfg["d_width"])
@@ -61,12 +72,13 @@ class VAEGANRecipe(Recipe):
         self.optimizers = {"model": self.opt, "discriminator": self.opt_d}
         if self.entropy_model == "hyperprior":
             self.prior = None
-            self.hyper = Hyperprior(cfg["max_channels"], cfg.get("hyper_channels", 64)).to(rt.device)
+            self.hyper = Hyperprior(cfg["max_channels"], cfg.get("hyper_channels", 64), self.context).to(rt.device)
             # z's density (two numbers per channel) learns Z_PRIOR_LR_FACTOR times faster than h_a and h_s: at the
             # networks' rate its scales barely move in a fine-tune (measured: 1.0 -> 0.77 in 500 steps at 1e-3, z
             # then cost ~9x its empirical entropy), as CompressAI's separate, faster optimiser for its densities
             self.opt_prior = torch.optim.Adam([
-                {"params": [*self.hyper.h_a.parameters(), *self.hyper.h_s.parameters()], "lr_factor": 1.0},
+                {"params": [p for name, p in self.hyper.named_parameters() if not name.startswith("z_prior.")],
+                 "lr_factor": 1.0},
                 {"params": list(self.hyper.z_prior.parameters()), "lr_factor": Z_PRIOR_LR_FACTOR},
             ], lr=cfg["lr_prior"])
             self.models["hyperprior"] = self.hyper
@@ -107,6 +119,8 @@ class VAEGANRecipe(Recipe):
         if self.rate_aware:  # uniform noise stands in for rounding (Balle et al.), differentiable
             side = cfg["crop"] // cfg["downsample"]
             noise = torch.rand(n, cfg["max_channels"], side, side, device=rt.device) - 0.5
+        if self.entropy_only:
+            return "vaegan", self._entropy_step(x, mask, noise, channels)
         adversarial = cfg["adv_weight"] > 0 and step > cfg["adv_start"]
         with rt.autocast():
             x_hat, mu, logvar, y = self.model_run(x, mask, noise, True)
@@ -127,6 +141,35 @@ class VAEGANRecipe(Recipe):
             self.opt_prior.step()
         return "vaegan", {"loss": loss.item(), **parts, "loss_d": loss_d.item(), "channels": channels,
                           "grad_norm": grad_norm, "lr": self.opt.param_groups[0]["lr"]}
+
+    def _entropy_step(self, x: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor, channels: int
+                      ) -> dict[str, float]:
+        """trainable=entropy_model: one step of the entropy model on the frozen encoder's latents."""
+        with torch.no_grad(), self.rt.autocast():
+            mu = self.model.encode(x)
+        mu = mu.float() * mask
+        bpp, parts = self._rate(mu, (mu + noise) * mask, channels, x.shape[0] * x.shape[2] * x.shape[3])
+        self.opt_prior.zero_grad(set_to_none=True)
+        bpp.backward()
+        entropy = self._entropy_module()
+        self.rt.all_reduce_mean_(p.grad for p in entropy.parameters() if p.grad is not None)
+        grad_norm = clip(entropy, self.cfg["grad_clip"])
+        self.opt_prior.step()
+        return {"loss": bpp.item(), **parts, "channels": channels, "grad_norm": grad_norm,
+                "lr": self.opt_prior.param_groups[0]["lr"]}
+
+    def _rate(self, mu: torch.Tensor, y: torch.Tensor, channels: int, pixels: int
+              ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Bits per pixel of the coded channels of the noisy latent ``y`` (``mu``: its means, masked)."""
+        if self.hyper is None:
+            bpp = self.prior.bits(y[:, :channels]) / pixels
+            return bpp, {"bpp": bpp.item()}
+        # z from the coded channels' means (the codec sees no others); noise stands in for rounding z
+        z = self.hyper.analyse(mu)
+        z_tilde = z + torch.rand_like(z) - 0.5
+        bits_y, bits_z = self.hyper.rate_bits(y, z_tilde, channels, y=mu)
+        bpp = (bits_y + bits_z) / pixels
+        return bpp, {"bpp": bpp.item(), "bpp_z": (bits_z / pixels).item()}
 
     def _discriminator_step(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         with self.rt.autocast():
@@ -152,18 +195,9 @@ class VAEGANRecipe(Recipe):
             loss = loss + cfg["kl_weight"] * kl
         parts["kl"] = kl.item()
         if self.rate_aware:
-            pixels = x.shape[0] * x.shape[2] * x.shape[3]
-            if self.hyper is None:
-                bpp = self.prior.bits(y[:, :channels]) / pixels
-            else:
-                # z from the coded channels' means (the codec sees no others); noise stands in for rounding z
-                z = self.hyper.analyse(mu * mask)
-                z_tilde = z + torch.rand_like(z) - 0.5
-                bits_y, bits_z = self.hyper.rate_bits(y, z_tilde, channels)
-                bpp = (bits_y + bits_z) / pixels
-                parts["bpp_z"] = (bits_z / pixels).item()
+            bpp, rate_parts = self._rate(mu * mask, y, channels, x.shape[0] * x.shape[2] * x.shape[3])
             loss = loss + cfg["rate_lambda"] * bpp
-            parts["bpp"] = bpp.item()
+            parts.update(rate_parts)
         if adversarial:
             self.D.requires_grad_(False)
             with self.rt.autocast():
@@ -200,7 +234,8 @@ class VAEGANRecipe(Recipe):
 
     def summary(self) -> dict[str, Any]:
         return {"quant_step": self.quant_step, "rate_aware": self.rate_aware, "prior_fitted": not self.rate_aware,
-                "entropy_model": self.entropy_model}
+                "entropy_model": self.entropy_model, "hyper_context": self.context,
+                "trainable": "entropy_model" if self.entropy_only else "all"}
 
     def export(self, path: Path, metadata: dict[str, Any]) -> str:
         return save_vaegan(path, model=self.model, prior=self.prior, quant_step=self.quant_step,
