@@ -59,7 +59,7 @@ class ZooEntry:
 ZOO: tuple[ZooEntry, ...] = (
     ZooEntry("gan-default", "gan", "photos", PHOTO_TERMS, "GAN + inversion encoder, general photos (approach 1)"),
     ZooEntry("vaegan-default", "vaegan", "photos", PHOTO_TERMS,
-             "switchable-channel VAE-GAN with a mean-scale hyperprior, general photos (approach 2)"),
+             "switchable-channel VAE-GAN, mean-scale hyperprior with a checkerboard context, general photos (approach 2)"),
     ZooEntry("gan-faces", "gan", "faces", FACES_TERMS, "GAN + inversion encoder, CelebA faces at 128 px"),
     ZooEntry("vaegan-faces", "vaegan", "faces", FACES_TERMS, "switchable-channel VAE-GAN, CelebA faces at 128 px"),
     ZooEntry("gan-aerial", "gan", "aerial", AERIAL_TERMS, "GAN + inversion encoder, AID aerial tiles at 128 px"),
