@@ -19,3 +19,11 @@ def has_native_bf16(device: str | torch.device) -> bool:
     if torch.device(device).type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return cpu_has_native_bf16()
+
+
+def search_precision(setting: str, device: str | torch.device) -> str:
+    """The arithmetic of an encoder's search (the codecs' ``precision`` setting): ``auto`` is bfloat16 where
+    ``device`` computes it in hardware and float32 elsewhere; ``float32`` and ``bfloat16`` are themselves."""
+    if setting == "auto":
+        return "bfloat16" if has_native_bf16(device) else "float32"
+    return setting

@@ -37,16 +37,18 @@ GOLDEN = {
     # the hyperprior with a checkerboard context: two y sections, format version 3
     "vaegan-cb-c4-entropy.gcz": ("vaegan", {"channels": 4, "refine_steps": 0}, "vaegan-cb"),
     "vaegan-cb-c2-entropy-q2.gcz": ("vaegan", {"channels": 2, "quant_scale": 2.0, "refine_steps": 0}, "vaegan-cb"),
+    # the GAN files were written by float32 searches (before "precision" defaulted to auto): pinned so
+    # re-encoding them compares like with like
     # written before tiles could overlap or carry colour parameters: edge to edge, z alone
-    "gan-inversion-float32.gcz": ("gan-inversion", {"steps": 3, "overlap": 0, "colour": "none"}, "gan"),
-    "gan-inversion-8bit.gcz": ("gan-inversion", {"steps": 3, "bits": 8, "overlap": 0, "colour": "none"}, "gan"),
-    "gan-inversion-entropy.gcz": ("gan-inversion", {"steps": 3, "bits": 8, "entropy": "gaussian", "overlap": 0,
+    "gan-inversion-float32.gcz": ("gan-inversion", {"steps": 3, "precision": "float32", "overlap": 0, "colour": "none"}, "gan"),
+    "gan-inversion-8bit.gcz": ("gan-inversion", {"steps": 3, "precision": "float32", "bits": 8, "overlap": 0, "colour": "none"}, "gan"),
+    "gan-inversion-entropy.gcz": ("gan-inversion", {"steps": 3, "precision": "float32", "bits": 8, "entropy": "gaussian", "overlap": 0,
                                                     "colour": "none"}, "gan"),
     # overlapping tiles, blended (4 px of the tiny model's 32-px tiles), before the colour parameters
-    "gan-inversion-overlap-8bit.gcz": ("gan-inversion", {"steps": 3, "bits": 8, "colour": "none"}, "gan"),
+    "gan-inversion-overlap-8bit.gcz": ("gan-inversion", {"steps": 3, "precision": "float32", "bits": 8, "colour": "none"}, "gan"),
     # the default: blended tiles, each with its gain and offset per channel, z after them (fixed-length or coded)
-    "gan-inversion-colour-8bit.gcz": ("gan-inversion", {"steps": 3, "bits": 8}, "gan"),
-    "gan-inversion-colour-entropy.gcz": ("gan-inversion", {"steps": 3, "bits": 8, "entropy": "gaussian"}, "gan"),
+    "gan-inversion-colour-8bit.gcz": ("gan-inversion", {"steps": 3, "precision": "float32", "bits": 8}, "gan"),
+    "gan-inversion-colour-entropy.gcz": ("gan-inversion", {"steps": 3, "precision": "float32", "bits": 8, "entropy": "gaussian"}, "gan"),
 }
 
 MODEL_FILES = {"vaegan": "vaegan-tiny.pt", "gan": "gan-tiny.pt", "vaegan-hp": "vaegan-hp-tiny.pt",

@@ -91,13 +91,19 @@ def test_refinement_leaves_the_shared_model_untouched(vaegan_path):
 
 
 def test_auto_precision_searches_in_bfloat16_only_where_the_hardware_computes_it(vaegan_path, monkeypatch):
-    import gencomp.codecs.vaegan as vaegan_module
+    import gencomp.hardware as hardware
+    from gencomp.codecs.base import REGISTRY
 
     for native, expected in ((True, "bfloat16"), (False, "float32")):
-        monkeypatch.setattr(vaegan_module, "has_native_bf16", lambda device, native=native: native)
+        monkeypatch.setattr(hardware, "has_native_bf16", lambda device, native=native: native)
         assert get_codec("vaegan", model=vaegan_path)._search_precision() == expected
+        assert hardware.search_precision("auto", "cpu") == expected
         for forced in ("float32", "bfloat16"):
             assert get_codec("vaegan", model=vaegan_path, precision=forced)._search_precision() == forced
+            assert hardware.search_precision(forced, "cpu") == forced
+    # both searches (the VAE-GAN's refinement, the GAN's inversion) default to auto
+    for name in ("vaegan", "gan-inversion"):
+        assert {p.name: p.default for p in REGISTRY.get(name).params}["precision"] == "auto"
 
 
 def test_refinement_precision_is_checked(vaegan_path):

@@ -8,7 +8,9 @@ what the decoder will see. The search minimises MSE, or with ``objective="ssim"`
 ``gencomp.metrics`` measures it, on each tile, or on the blend of overlapping tiles): the poster judges by SSIM,
 and the decoder neither knows nor cares which the encoder chose. With ``precision="bfloat16"`` the search's
 generator runs under bfloat16 autocast (much faster on CPUs with AVX512-BF16 or AMX, and on GPUs); which latent
-is kept is still decided on float32 errors, and decoding is float32.
+is kept is still decided on float32 errors, and decoding is float32. The default, ``precision="auto"``, searches
+in bfloat16 where the hardware computes it (AVX512-BF16 or AMX, a GPU) and in float32 elsewhere, as the VAE-GAN's
+refinement does (``gencomp.hardware.search_precision``).
 
 Tiles overlap their neighbours by ``overlap`` px (default: an eighth of the tile, 8 px for the shipped 64-px
 GAN) and the decoder blends them with raised-cosine weights that sum to 1 (``tiling.blend_tiles``), so where
@@ -76,6 +78,7 @@ from gencomp.codecs.entropy import (
     unpack_uint,
 )
 from gencomp.codecs.tiling import TileGrid, blend_rows, blend_weights, split_tiles
+from gencomp.hardware import search_precision
 from gencomp.metrics import WINDOW_SIGMA, ssim_window_size
 
 FLOAT_BITS = (32, 16)
@@ -143,9 +146,10 @@ class GANInversionCodec(ModelCodec):
         Param("lr", "float", 0.05, "Adam learning rate on z"),
         Param("objective", "str", "mse", "what the search minimises: mse, or ssim (1 - SSIM, with a little MSE "
               "so colour stays anchored); decoding does not depend on it", _OBJECTIVES, added_later=True),
-        Param("precision", "str", "float32", "arithmetic of the search: float32, or bfloat16 (autocast: about 2.5x "
-              "faster on CPUs with AVX512-BF16 or AMX; the latents are chosen on float32 errors, the decoder is "
-              "float32)", ("float32", "bfloat16"), added_later=True),
+        Param("precision", "str", "auto", "arithmetic of the search: bfloat16 (autocast: about 2.5x faster on CPUs "
+              "with AVX512-BF16 or AMX), float32, or auto: bfloat16 where the CPU or GPU computes it in hardware, "
+              "float32 elsewhere; the latents are chosen on float32 errors, the decoder is float32",
+              ("auto", "float32", "bfloat16"), added_later=True),
         Param("init", "str", "encoder", "start of the first search: inversion encoder or N(0,1)", ("encoder", "random")),
         Param("bits", "int", 32, "32/16: float z; 1..12: quantized z with this many bits of bin width"),
         Param("entropy", "str", "none", "quantized z: fixed-length codes, or entropy-coded under N(0,1)",
@@ -305,7 +309,7 @@ class GANInversionCodec(ModelCodec):
         targets = targets.to(self.device)
         n = targets.shape[0]
 
-        fast = s["precision"] == "bfloat16"
+        fast = search_precision(s["precision"], self.device) == "bfloat16"
         with_colour = "k" in storage
         colour = torch.zeros(n, COLOUR_PARAMS, device=self.device)  # identity: gain 2**0, offset 0
         if with_colour:

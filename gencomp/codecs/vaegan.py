@@ -65,7 +65,7 @@ from gencomp.codecs.container import BASE_VERSION, Container, CorruptPayload, He
 from gencomp.codecs.entropy import EntropyDecodeError, check_gaussian_capacity, decode_gaussian, encode_gaussian
 from gencomp.codecs.refine import PRECISIONS, refine_latent
 from gencomp.codecs.tiling import pad_to_multiple
-from gencomp.hardware import has_native_bf16
+from gencomp.hardware import search_precision
 from gencomp.models.hyperprior import LOG_SCALE_CLAMP, anchor_mask, pad_channels, scale_table
 from gencomp.models.prior import SCALE_MIN, discretised_gaussian_likelihood
 
@@ -341,10 +341,7 @@ class VAEGANCodec(ModelCodec):
     def _search_precision(self) -> str:
         """The refinement's arithmetic: with ``auto``, bfloat16 where it runs in hardware. On Kodak it found
         latents as good as float32's in about half the time (BENCHMARKS.md, "Encode-time latent refinement")."""
-        precision = self.settings["precision"]
-        if precision == "auto":
-            return "bfloat16" if has_native_bf16(self.device) else "float32"
-        return precision
+        return search_precision(self.settings["precision"], self.device)
 
     def _search_model(self) -> torch.nn.Module:
         """The refinement search's copy of the model, in channels_last: oneDNN's fast layout (about 1.6x in
