@@ -113,8 +113,8 @@ def test_each_error_type():
     flipped[-6] ^= 0x01
     with pytest.raises(CrcMismatch, match="CRC32"):
         unpack(bytes(flipped))
-    with pytest.raises(UnsupportedVersion, match="version 3 is not supported"):
-        unpack(_reseal(MAGIC + b"\x03" + good[5:-4]))
+    with pytest.raises(UnsupportedVersion, match="version 4 is not supported"):
+        unpack(_reseal(MAGIC + b"\x04" + good[5:-4]))
     zero_width = bytearray(good[:-4])
     zero_width[14] = 0  # the width varint (after magic 4, version 1, id 1, fingerprint 8)
     with pytest.raises(MalformedHeader, match="size"):
@@ -170,11 +170,12 @@ def test_fuzz_bit_flipped_files_raise_container_errors(sample_files, name, flips
         decode_file(bytes(corrupted), model=model)
 
 
-def test_a_file_says_the_oldest_version_that_reads_it_and_both_are_read():
+def test_a_file_says_the_oldest_version_that_reads_it_and_all_are_read():
     v1 = pack(codec_id=1, width=4, height=4, payload=b"x")
     v2 = pack(codec_id=1, width=4, height=4, payload=b"x", version=2)
-    assert v1[len(MAGIC)] == 1 and v2[len(MAGIC)] == 2  # the default: nothing newer needed, version 1
-    assert unpack(v1).version == 1 and unpack(v2).version == 2
-    assert unpack(v1).payload == unpack(v2).payload == b"x"
-    with pytest.raises(ValueError, match="format version 3"):
-        pack(codec_id=1, width=4, height=4, payload=b"x", version=3)
+    v3 = pack(codec_id=1, width=4, height=4, payload=b"x", version=3)
+    assert v1[len(MAGIC)] == 1 and v2[len(MAGIC)] == 2 and v3[len(MAGIC)] == 3  # the default: version 1
+    assert unpack(v1).version == 1 and unpack(v2).version == 2 and unpack(v3).version == 3
+    assert unpack(v1).payload == unpack(v2).payload == unpack(v3).payload == b"x"
+    with pytest.raises(ValueError, match="format version 4"):
+        pack(codec_id=1, width=4, height=4, payload=b"x", version=4)
