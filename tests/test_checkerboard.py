@@ -3,12 +3,7 @@ bit-exactness and training (entropy model alone, from a hyperprior model without
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -214,29 +209,9 @@ def test_hostile_checkerboard_files_are_refused(cb_path):
 def test_decoding_is_identical_in_another_process_with_other_threads(cb_path, tmp_path):
     """Both passes' scale indices come from float64 CPU arithmetic: another process with another thread count
     decodes the very same pixels."""
-    image = _photo(100, 70)
-    files = {}
-    for name, settings in {"c4": {"channels": 4}, "c2q": {"channels": 2, "quant_scale": 1.5}}.items():
-        data = get_codec("vaegan", model=cb_path, refine_steps=0, **settings).encode(image)
-        (tmp_path / f"{name}.gcz").write_bytes(data)
-        files[name] = data
-    here = {name: hashlib.sha256(np.asarray(decode_file(data, model=cb_path)).tobytes()).hexdigest()
-            for name, data in files.items()}
-    script = textwrap.dedent(
-        f"""
-        import hashlib
-        import numpy as np, torch
-        torch.set_num_threads(2)
-        from gencomp.codecs import decode_file
-        for name in ("c4", "c2q"):
-            data = open({str(tmp_path)!r} + f"/{{name}}.gcz", "rb").read()
-            print(name, hashlib.sha256(np.asarray(decode_file(data, model={str(cb_path)!r})).tobytes()).hexdigest())
-        """
-    )
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
-    assert result.returncode == 0, result.stderr
-    assert dict(line.split() for line in result.stdout.strip().splitlines()) == here
+    from tests.test_hyperprior import assert_decoded_alike_in_another_process
+
+    assert_decoded_alike_in_another_process(cb_path, tmp_path)
 
 
 # -- training ---------------------------------------------------------------------------------------------------

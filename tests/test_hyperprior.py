@@ -210,6 +210,11 @@ def test_hostile_hyperprior_files_are_refused(hp_path):
 def test_decoding_is_identical_in_another_process_with_other_threads(hp_path, tmp_path):
     """The scale indices come from float64 CPU arithmetic: another process (another thread count) decodes the
     very same symbols and pixels; it also re-derives the same y parameters from z."""
+    assert_decoded_alike_in_another_process(hp_path, tmp_path)
+
+
+def assert_decoded_alike_in_another_process(hp_path: Path, tmp_path: Path) -> None:
+    """Files of ``hp_path`` at two settings decode to the same pixels here and in a 2-thread subprocess."""
     image = _photo(100, 70)
     files = {}
     for name, settings in {"c4": {"channels": 4}, "c2q": {"channels": 2, "quant_scale": 1.5}}.items():
