@@ -14,7 +14,7 @@ from PIL import Image
 from gencomp.codecs import decode_file, get_codec
 from gencomp.codecs.container import CorruptPayload, MalformedHeader, UnsupportedVersion, unpack
 from gencomp.codecs import container
-from gencomp.models import VAEGAN, load_model, save_vaegan
+from gencomp.models import load_model
 from gencomp.models.hyperprior import Hyperprior, anchor_mask
 from tests.gcz_files import repack
 
@@ -27,26 +27,11 @@ def _photo(width: int = 72, height: int = 40) -> Image.Image:
     return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
 
 
-def _checkerboard_model(path: Path, seed: int = 0, context_gain: float = 1.0) -> Path:
-    """A tiny hyperprior model whose context really changes the second pass's parameters (a fresh one starts
-    as no correction)."""
-    torch.manual_seed(seed)
-    model = VAEGAN(max_channels=4, channel_set=(4, 2), width=8, downsample=8, upsample="subpixel",
-                   entropy_model="hyperprior")
-    hyper = Hyperprior(latent_channels=4, channels=8, context="checkerboard")
-    with torch.no_grad():  # a random encoder's latents are tiny: scale them so they span many symbols
-        model.to_moments.weight.mul_(40.0)
-        hyper.h_a[-1].weight.mul_(10.0)
-        last = hyper.checkerboard.fuse[-1]
-        last.weight.normal_(0.0, 0.01 * context_gain)
-        last.bias.normal_(0.0, 0.05 * context_gain)
-    save_vaegan(path, model=model, prior=None, quant_step=1.0, prior_fitted=False, hyperprior=hyper)
-    return path
-
-
 @pytest.fixture(scope="module")
 def cb_path(tmp_path_factory) -> Path:
-    return _checkerboard_model(tmp_path_factory.mktemp("cb") / "cb.pt")
+    from tests.test_hyperprior import _hyper_model
+
+    return _hyper_model(tmp_path_factory.mktemp("cb") / "cb.pt", context="checkerboard")
 
 
 def test_anchor_mask_is_a_checkerboard():

@@ -35,14 +35,18 @@ def _photo(width: int = 72, height: int = 40) -> Image.Image:
 
 
 
-def _hyper_model(path: Path, seed: int = 0) -> Path:
+def _hyper_model(path: Path, seed: int = 0, context: str = "none") -> Path:
+    """A tiny hyperprior model; with a checkerboard ``context`` whose correction is not zero (a fresh one's is)."""
     torch.manual_seed(seed)
     model = VAEGAN(max_channels=4, channel_set=(4, 2), width=8, downsample=8, upsample="subpixel",
                    entropy_model="hyperprior")
-    hyper = Hyperprior(latent_channels=4, channels=8)
+    hyper = Hyperprior(latent_channels=4, channels=8, context=context)
     with torch.no_grad():  # a random encoder's latents are tiny: scale them so they span many symbols
         model.to_moments.weight.mul_(40.0)
         hyper.h_a[-1].weight.mul_(10.0)
+        if hyper.checkerboard is not None:
+            hyper.checkerboard.fuse[-1].weight.normal_(0.0, 0.01)
+            hyper.checkerboard.fuse[-1].bias.normal_(0.0, 0.05)
     save_vaegan(path, model=model, prior=None, quant_step=1.0, prior_fitted=False, hyperprior=hyper)
     return path
 
