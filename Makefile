@@ -18,8 +18,10 @@ $(VENV)/.installed: pyproject.toml
 repro: install
 	PATH="$(abspath $(BIN)):$$PATH" dvc repro
 
+# one pytest-xdist worker per core; worksteal keeps both busy while one runs the minutes-long pipeline tests
+TEST_WORKERS ?= auto
 test: install
-	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest
+	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 bench: install
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) benchmarks/run_all.py

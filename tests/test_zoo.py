@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from gencomp import cli
 from gencomp.cli import app
 from gencomp.codecs import decode_file, get_codec
 from gencomp.models import zoo
@@ -152,8 +153,10 @@ def test_results_name_the_model_and_its_training_domain(assets, tmp_path):
     assert frame["error"].isna().all()
 
 
-def test_gencomp_models_lists_the_zoo(assets):
-    result = runner.invoke(app, ["models"], env={"COLUMNS": "200"})
+def test_gencomp_models_lists_the_zoo(assets, monkeypatch):
+    # the console's width is fixed when gencomp.cli is imported if COLUMNS is set then (pytest-xdist sets 80)
+    monkeypatch.setattr(cli.console, "width", 200)
+    result = runner.invoke(app, ["models"])
     assert result.exit_code == 0, result.output
     for name in zoo.names():
         assert name in result.output
