@@ -60,6 +60,9 @@ differ from the CPU's in the last bits, and any file decodes on either device.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from typing import Any
 
 import numpy as np
@@ -77,6 +80,7 @@ from gencomp.codecs.entropy import (
     pack_uint,
     unpack_uint,
 )
+from gencomp.codecs.search_memo import SearchMemo, SearchState
 from gencomp.codecs.tiling import TileGrid, blend_rows, blend_weights, split_tiles
 from gencomp.hardware import search_precision
 from gencomp.metrics import WINDOW_SIGMA, ssim_window_size
@@ -108,6 +112,8 @@ COLOUR_FORMAT_VERSION = 2  # a version-1 reader would take the colour codes for 
 COLOUR_CLIP = 1.0
 COLOUR_PARAMS = 6
 _COLOURS = ("none", "affine")
+# the searches this process ran, shared by its encodes (an evaluation grid's bit depths and step counts)
+SEARCHES = SearchMemo()
 _PRIOR_SIGMAS = 8.0  # coded symbol range of the Gaussian mode, in prior standard deviations; beyond: escapes
 
 
@@ -300,6 +306,9 @@ class GANInversionCodec(ModelCodec):
         and keeps its own best latent. Overlapping tiles (``grid.overlap > 0``, ``image`` the (3, H, W) image in
         [-1, 1]) minimise together the squared error of their blend against the image -- what the decoder shows,
         so neighbours are pulled to agree where they overlap -- and the set of latents is kept or dropped as one.
+
+        Each restart's search goes through ``SEARCHES`` (``search_memo``): a search this process already ran,
+        for as many steps or fewer, is reused or continued instead of repeated, with the same result.
         """
         gen, enc = self.loaded.generator, self.loaded.encoder
         s = self.settings
@@ -311,11 +320,8 @@ class GANInversionCodec(ModelCodec):
 
         fast = search_precision(s["precision"], self.device) == "bfloat16"
         with_colour = "k" in storage
-        colour = torch.zeros(n, COLOUR_PARAMS, device=self.device)  # identity: gain 2**0, offset 0
-        if with_colour:
-            colour.requires_grad_(True)
 
-        def generate(z: torch.Tensor, exact: bool, colour: torch.Tensor = colour) -> torch.Tensor:
+        def generate(z: torch.Tensor, colour: torch.Tensor, exact: bool) -> torch.Tensor:
             with torch.autocast(self.device, dtype=torch.bfloat16, enabled=fast and not exact):
                 tiles = gen(z).float()
             return apply_colour(tiles, colour) if with_colour else tiles
@@ -327,9 +333,9 @@ class GANInversionCodec(ModelCodec):
             image = image.to(self.device)
             per_tile = 1.0 / (3 * grid.tile * grid.tile)  # the sum's gradient on a tile is of MSE's size, as below
 
-            def errors(z: torch.Tensor, exact: bool = False, colour: torch.Tensor = colour) -> torch.Tensor:
+            def errors(z: torch.Tensor, colour: torch.Tensor, exact: bool = False) -> torch.Tensor:
                 # one unit: the whole image
-                blended = _blend(generate(z, exact, colour), weights, grid)
+                blended = _blend(generate(z, colour, exact), weights, grid)
                 err = ((blended - image).pow(2).sum() * per_tile).reshape(1)
                 if s["objective"] == "ssim":
                     err = SSIM_OBJECTIVE_MSE_WEIGHT * err + 1.0 - _ssim_per_item(blended[None], image[None])
@@ -338,9 +344,9 @@ class GANInversionCodec(ModelCodec):
             unit = torch.zeros(n, dtype=torch.long)
         else:
 
-            def errors(z: torch.Tensor, exact: bool = False, colour: torch.Tensor = colour) -> torch.Tensor:
+            def errors(z: torch.Tensor, colour: torch.Tensor, exact: bool = False) -> torch.Tensor:
                 # one unit per tile
-                generated = generate(z, exact, colour)
+                generated = generate(z, colour, exact)
                 err = (generated - targets).pow(2).mean(dim=(1, 2, 3))
                 if s["objective"] == "ssim":
                     err = SSIM_OBJECTIVE_MSE_WEIGHT * err + 1.0 - _ssim_per_item(generated, targets)
@@ -349,39 +355,37 @@ class GANInversionCodec(ModelCodec):
             unit = torch.arange(n)
         units = int(unit.max()) + 1
         unit_np, unit = unit.numpy(), unit.to(self.device)
-        best_z = np.zeros((n, gen.latent_dim), dtype=np.float32)
-        best_colour = np.zeros((n, COLOUR_PARAMS), dtype=np.float32)
-        best_err = np.full(units, np.inf)
 
-        for restart in range(s["restarts"]):
-            # drawn on the CPU every restart: seeds stay aligned across restarts and devices
-            noise = torch.randn(n, gen.latent_dim, generator=rng).to(self.device)
-            if restart == 0 and s["init"] == "encoder":
-                with torch.no_grad():
-                    z0 = enc(targets)
-            else:
-                z0 = noise
+        def start(z0: torch.Tensor) -> SearchState:
             if project:
                 z0 = z0.clamp(-clip, clip)
-            z = z0.detach().clone().requires_grad_(True)
-            search_best = z.detach().clone()
-            search_err = torch.full((units,), float("inf"), device=self.device)
-            groups = [{"params": [z]}]
+            colour = torch.zeros(n, COLOUR_PARAMS, device=self.device)  # identity: gain 2**0, offset 0
             if with_colour:
                 with torch.no_grad():  # each tile's start: the least-squares gain and offset of G(z0) to its target
-                    colour.copy_(fit_colour(gen(z0).float(), targets))
-                # at z's learning rate: on the demo's test photos 0.2x or 0.05x of it gave 0.03-0.4 dB less
+                    colour = fit_colour(gen(z0).float(), targets)
+            z0 = z0.detach().clone()
+            return SearchState(steps=0, tensors={
+                "z": z0, "colour": colour, "best_z": z0.clone(), "best_colour": colour.clone(),
+                "best_err": torch.full((units,), float("inf"), device=self.device)})
+
+        def advance(state: SearchState, steps: int) -> None:
+            t = state.tensors
+            z = t["z"].requires_grad_(True)
+            colour = t["colour"].requires_grad_(with_colour)
+            groups = [{"params": [z]}]
+            if with_colour:  # at z's learning rate: on the demo's photos 0.2x or 0.05x of it gave 0.03-0.4 dB less
                 groups.append({"params": [colour]})
-            search_colour = colour.detach().clone()
             opt = torch.optim.Adam(groups, lr=s["lr"])
-            for _ in range(s["steps"]):
+            if state.optimizer:
+                opt.load_state_dict(state.optimizer)
+            for _ in range(steps):
                 opt.zero_grad(set_to_none=True)
-                err = errors(z)
+                err = errors(z, colour)
                 with torch.no_grad():  # keep the best iterate per unit: Adam on z does not descend monotonically
-                    better = err.detach() < search_err
-                    search_err = torch.where(better, err.detach(), search_err)
-                    search_best[better[unit]] = z.detach()[better[unit]]
-                    search_colour[better[unit]] = colour.detach()[better[unit]]
+                    better = err.detach() < t["best_err"]
+                    t["best_err"] = torch.where(better, err.detach(), t["best_err"])
+                    t["best_z"][better[unit]] = z.detach()[better[unit]]
+                    t["best_colour"][better[unit]] = colour.detach()[better[unit]]
                 err.sum().backward()  # a sum: each tile's gradient is its own unit's error's, whatever the batch
                 opt.step()
                 with torch.no_grad():
@@ -389,21 +393,63 @@ class GANInversionCodec(ModelCodec):
                         z.clamp_(-clip, clip)
                     if with_colour:
                         colour.clamp_(-COLOUR_CLIP, COLOUR_CLIP)
+            t["z"], t["colour"] = z.detach(), colour.detach()
+            state.optimizer = opt.state_dict()
+            state.steps += steps
+
+        best_z = np.zeros((n, gen.latent_dim), dtype=np.float32)
+        best_colour = np.zeros((n, COLOUR_PARAMS), dtype=np.float32)
+        best_err = np.full(units, np.inf)
+        for restart in range(s["restarts"]):
+            # drawn on the CPU every restart: seeds stay aligned across restarts and devices
+            noise = torch.randn(n, gen.latent_dim, generator=rng).to(self.device)
+            from_encoder = restart == 0 and s["init"] == "encoder"
+
+            def first(noise: torch.Tensor = noise, from_encoder: bool = from_encoder) -> SearchState:
+                if from_encoder:
+                    with torch.no_grad():
+                        return start(enc(targets))
+                return start(noise)
+
+            key = self._search_key(restart, targets, image, grid, project, clip, with_colour, fast)
+            state = SEARCHES.run(key, s["steps"], first, advance)
+            t = state.tensors
             with torch.no_grad():
-                final_err = errors(z)
-                better = final_err < search_err
-                search_best[better[unit]] = z.detach()[better[unit]]
-                search_colour[better[unit]] = colour.detach()[better[unit]]
+                search_best, search_colour = t["best_z"].clone(), t["best_colour"].clone()
+                better = errors(t["z"], t["colour"]) < t["best_err"]  # the last iterate, which no step judged
+                search_best[better[unit]] = t["z"][better[unit]]
+                search_colour[better[unit]] = t["colour"][better[unit]]
                 candidate = search_best.cpu().numpy().astype(np.float32)
                 candidate_colour = quantize_colour(search_colour.cpu().numpy())
                 stored = torch.from_numpy(self._reconstruct(candidate, storage)).to(self.device)
                 stored_colour = torch.from_numpy(candidate_colour).to(self.device)
-                err = errors(stored, exact=True, colour=stored_colour).cpu().numpy()  # what the decoder will show
+                err = errors(stored, stored_colour, exact=True).cpu().numpy()  # what the decoder will show
             improved = err < best_err
             best_err[improved] = err[improved]
             best_z[improved[unit_np]] = candidate[improved[unit_np]]
             best_colour[improved[unit_np]] = candidate_colour[improved[unit_np]]
         return best_z, (best_colour if with_colour else None)
+
+    def _search_key(self, restart: int, targets: torch.Tensor, image: torch.Tensor | None, grid: TileGrid | None,
+                    project: bool, clip: float, with_colour: bool, fast: bool) -> str | None:
+        """What determines one restart's search, hashed; None (not kept) for a model handed in as an object,
+        whose weights a caller may change under the same fingerprint, and for a search of no steps."""
+        s = self.settings
+        if hasattr(s["model"], "kind") or s["steps"] == 0:
+            return None
+        digest = hashlib.sha256()
+        described = {
+            "model": self.loaded.fingerprint, "device": str(self.device), "restart": restart, "seed": s["seed"],
+            "init": s["init"], "lr": s["lr"], "objective": s["objective"], "bfloat16": fast,
+            "clip": clip if project else None, "colour": with_colour,
+            "grid": None if grid is None or not grid.overlap else dataclasses.astuple(grid),
+            "shape": list(targets.shape),
+        }
+        digest.update(json.dumps(described, sort_keys=True).encode())
+        digest.update(targets.detach().cpu().contiguous().numpy().tobytes())
+        if image is not None and grid is not None and grid.overlap:
+            digest.update(image.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def encode(self, image: Image.Image) -> bytes:
         image = self.check_rgb(image)
