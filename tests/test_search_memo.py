@@ -96,3 +96,22 @@ def test_the_memo_continues_the_longest_state_that_fits_and_forgets_the_oldest()
     assert len(memo) == 3
     assert memo.run("a", 12, start, advance).tensors["x"].item() == 12 and advanced[-1] == 12
     assert memo.run(None, 3, start, advance).tensors["x"].item() == 3 and len(memo) == 3  # no key: not kept
+
+
+def test_the_memo_keeps_within_its_byte_budget():
+    def start() -> SearchState:
+        return SearchState(steps=0, tensors={"x": torch.zeros(1000)})  # 4,000 bytes
+
+    def advance(state: SearchState, steps: int) -> None:
+        state.steps += steps
+
+    memo = SearchMemo(max_states=100, max_bytes=10_000)
+    for key in "abc":
+        memo.run(key, 1, start, advance)
+    assert len(memo) == 2  # the third state would pass 10,000 bytes: the oldest went
+    memo.run("c", 1, start, advance)  # kept: nothing recomputed, nothing added
+    assert len(memo) == 2
+    tiny = SearchMemo(max_bytes=1_000)
+    tiny.run("a", 1, start, advance)
+    assert len(tiny) == 0  # a state larger than the whole budget is not kept
+

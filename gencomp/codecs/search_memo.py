@@ -7,7 +7,7 @@ evaluation grid computes each of those as its own unit. With this memo the secon
 first one's search instead of repeating it, bit for bit what a fresh search gives, because the state kept is the
 whole state of the search: the latents, Adam's moments and step count, and the best iterate so far.
 
-States are kept by (key, steps) in a small LRU; a search asks for the longest kept state of its key that has not
+States are kept by (key, steps) in a small LRU (``MAX_STATES``, ``MAX_BYTES``); a search asks for the longest kept state of its key that has not
 run past its own step count, continues it, and keeps its own end state. Nothing waits for another thread: two
 units of one search running at the same time both compute it, with the same result.
 """
@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-# Each state is a few arrays of (tiles x latent size): about 0.5 MB for a 768x512 image and the shipped GAN.
+# Each state is a few arrays of (tiles x latent size): about 0.3 MB for a 768x512 image and the shipped GAN, 15 MB
+# for the largest image a learned codec takes. The oldest states go first past either bound.
 MAX_STATES = 64
+MAX_BYTES = 256 << 20
 
 
 @dataclass
@@ -34,6 +36,11 @@ class SearchState:
     tensors: dict[str, torch.Tensor]
     optimizer: dict = field(default_factory=dict)
 
+    @property
+    def nbytes(self) -> int:
+        tensors = [*self.tensors.values(), *_tensors_in(self.optimizer)]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
     def clone(self) -> SearchState:
         return SearchState(
             steps=self.steps,
@@ -42,10 +49,21 @@ class SearchState:
         )
 
 
+def _tensors_in(value) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors_in(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors_in(v)]
+    return []
+
+
 class SearchMemo:
-    def __init__(self, max_states: int = MAX_STATES):
-        self.max_states = max_states
+    def __init__(self, max_states: int = MAX_STATES, max_bytes: int = MAX_BYTES):
+        self.max_states, self.max_bytes = max_states, max_bytes
         self._states: collections.OrderedDict[tuple[str, int], SearchState] = collections.OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
 
     def run(
@@ -80,15 +98,20 @@ class SearchMemo:
 
     def _keep(self, key: str, state: SearchState) -> None:
         kept = state.clone()
+        if kept.nbytes > self.max_bytes:
+            return
         with self._lock:
+            old = self._states.pop((key, state.steps), None)
+            self._bytes += kept.nbytes - (old.nbytes if old is not None else 0)
             self._states[key, state.steps] = kept
-            self._states.move_to_end((key, state.steps))
-            while len(self._states) > self.max_states:
-                self._states.popitem(last=False)
+            while len(self._states) > self.max_states or self._bytes > self.max_bytes:
+                _, dropped = self._states.popitem(last=False)
+                self._bytes -= dropped.nbytes
 
     def clear(self) -> None:
         with self._lock:
             self._states.clear()
+            self._bytes = 0
 
     def __len__(self) -> int:
         with self._lock:
