@@ -7,9 +7,10 @@ evaluation grid computes each of those as its own unit. With this memo the secon
 first one's search instead of repeating it, bit for bit what a fresh search gives, because the state kept is the
 whole state of the search: the latents, Adam's moments and step count, and the best iterate so far.
 
-States are kept by (key, steps) in a small LRU (``MAX_STATES``, ``MAX_BYTES``); a search asks for the longest kept state of its key that has not
-run past its own step count, continues it, and keeps its own end state. Nothing waits for another thread: two
-units of one search running at the same time both compute it, with the same result.
+States are kept by (key, steps) in a small LRU (``MAX_STATES``, ``MAX_BYTES``); a search asks for the longest
+kept state of its key that has not run past its own step count, continues it, and keeps its own end state.
+Nothing waits for another thread: two units of one search running at the same time both compute it, with the
+same result.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def _tensors_in(value) -> list[torch.Tensor]:
 
 
 class SearchMemo:
+    """Search states by (key, steps), shared by the threads of a process."""
+
     def __init__(self, max_states: int = MAX_STATES, max_bytes: int = MAX_BYTES):
         self.max_states, self.max_bytes = max_states, max_bytes
         self._states: collections.OrderedDict[tuple[str, int], SearchState] = collections.OrderedDict()
