@@ -345,8 +345,9 @@ class VAEGANCodec(ModelCodec):
 
     def _search_model(self) -> torch.nn.Module:
         """The refinement search's copy of the model, in channels_last: oneDNN's fast layout (about 1.6x in
-        float32 and 2x in bfloat16 for the decoder's forward and backward on a 768x512 image, 1 thread). A copy,
-        because decoding keeps the shared model's contiguous layout, whose arithmetic the golden files pin."""
+        float32 and 2x in bfloat16 for the decoder's forward and backward on a 768x512 image, 1 thread), weights
+        included (the shared model's weights stay contiguous; decoding converts only the latent, encoding reads
+        the image's HWC array as a channels_last tensor)."""
         if self._search_copy is None:
             self._search_copy = copy.deepcopy(self.loaded.model).to(memory_format=torch.channels_last)
         return self._search_copy
@@ -549,6 +550,7 @@ class VAEGANCodec(ModelCodec):
                     a0, b0 = max(r0 - m, 0), max(c0 - m, 0)
                     block = latent[:, a0 : min(r1 + m, rows), b0 : min(c1 + m, cols)]
                     y = torch.from_numpy(np.ascontiguousarray(block)).unsqueeze(0).to(self.device)
+                    y = y.contiguous(memory_format=torch.channels_last)  # ~1.6x faster convolutions on a CPU
                     x = self.loaded.model.decode(y, channels=channels)[0].permute(1, 2, 0).cpu().numpy()
                     core = x[(r0 - a0) * d : (r1 - a0) * d, (c0 - b0) * d : (c1 - b0) * d]
                     top, left = r0 * d, c0 * d
