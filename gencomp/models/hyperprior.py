@@ -195,6 +195,28 @@ class Hyperprior(nn.Module):
         return -torch.log2(likelihood).sum(), self.z_prior.bits(z_tilde)
 
     @torch.no_grad()
+    def decoded_latent(self, y: torch.Tensor, channels: int, quant_scale: float = 1.0) -> torch.Tensor:
+        """The latent a decoder reads from the file of ``y`` (N, latent_channels, h, w; symbol units, channels
+        from ``channels`` on zeroed): z rounded, y's residuals around h_s's means rounded at ``quant_scale``
+        (with a context, the non-anchors' around the means the decoded anchors give). The codec's arithmetic
+        in the module's precision (the codec runs h_s and the context in float64, which moves a mean by far less
+        than a symbol step): what training feeds a decoder that learns from the files' latents, not from noise."""
+        height, width = y.shape[-2:]
+        out = self.h_s(torch.round(self.h_a(y)))[..., :height, :width]
+        c = self.latent_channels
+        coded = (torch.arange(c, device=y.device) < channels)[:, None, None]
+
+        def rounded(mean: torch.Tensor) -> torch.Tensor:
+            return torch.where(coded, mean + torch.round((y - mean) / quant_scale) * quant_scale, 0.0)
+
+        decoded = rounded(out[:, :c])
+        if self.checkerboard is not None:
+            anchors = torch.from_numpy(anchor_mask(height, width)).to(y.device)
+            context_mean = self.checkerboard(out, decoded * anchors)[:, :c]
+            decoded = torch.where(anchors, decoded, rounded(context_mean))
+        return decoded
+
+    @torch.no_grad()
     def start_from_channel_prior(self, prior: GaussianChannelPrior, symbol_ratio: float = 1.0) -> None:
         """Make h_s predict ``prior``'s per-channel (mean, scale) whatever z is: its last convolution's weights
         zeroed, its bias set to them. A hyperprior trained from a channel-prior model then starts coding y as

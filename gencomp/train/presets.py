@@ -273,7 +273,9 @@ PRESETS["vaegan"]["finetune"] = {
 # a mean-scale hyperprior whose side latent has hyper_channels channels at H/64 (needs rate_lambda > 0), with
 # hyper_context "checkerboard" a second coding pass conditioned on the first (gencomp.models.hyperprior).
 # trainable "entropy_model" trains the entropy model alone against the frozen encoder (no decoder pass: a step
-# costs an encoder forward), e.g. to add a context to a trained hyperprior model.
+# costs an encoder forward), e.g. to add a context to a trained hyperprior model; "decoder" trains the decoder alone
+# on the latents the files carry (rounded around the entropy model's means, not noisy), which leaves the files and
+# their rate as they were (needs rate_lambda > 0).
 for _vaegan_preset in PRESETS["vaegan"].values():
     _vaegan_preset.setdefault("entropy_model", "channel")
     _vaegan_preset.setdefault("hyper_channels", 64)
@@ -307,7 +309,7 @@ _CHOICES = {
     "g_norm": ("batch", "pixel"),
     "entropy_model": ("channel", "hyperprior"),
     "hyper_context": ("none", "checkerboard"),
-    "trainable": ("all", "entropy_model"),
+    "trainable": ("all", "entropy_model", "decoder"),
     "architecture": ("preset", "init"),
 }
 

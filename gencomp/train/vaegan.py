@@ -12,7 +12,10 @@ encoder and decoder are reused and h_s starts out predicting its prior (Hyperpri
 ``hyper_context="checkerboard"`` adds the hyperprior's checkerboard context; its rate term reads the anchors as the
 decoder will have them. ``trainable="entropy_model"`` trains the entropy model alone: the encoder runs without
 gradients, the decoder not at all, and the loss is the rate (the distortion does not depend on the entropy model
-but through the quantisation offsets, which a context moves by less than one step)."""
+but through the quantisation offsets, which a context moves by less than one step). ``trainable="decoder"`` trains
+the decoder alone on the latents the files carry (:meth:`Hyperprior.decoded_latent`: rounded around the entropy
+model's means) instead of the noisy proxy it learned from; the encoder and the entropy model stay frozen, so the
+files and their rate do not change and the loss is the distortion."""
 
 from __future__ import annotations
 
@@ -59,9 +62,14 @@ class VAEGANRecipe(Recipe):
         if self.context != "none" and self.entropy_model != "hyperprior":
             raise PresetError("hyper_context is a part of the hyperprior: set entropy_model=hyperprior",
                               "hyper_context")
-        self.entropy_only = cfg.get("trainable", "all") == "entropy_model"
+        self.trainable = cfg.get("trainable", "all")
+        self.entropy_only = self.trainable == "entropy_model"
         if self.entropy_only and not self.rate_aware:
             raise PresetError("trainable=entropy_model trains on the rate term: set rate_lambda > 0", "trainable")
+        self.decoder_only = self.trainable == "decoder"
+        if self.decoder_only and not self.rate_aware:
+            raise PresetError("trainable=decoder reads the files' latents, which a rate-aware model defines: set "
+                              "rate_lambda > 0", "trainable")
         self.model = VAEGAN(cfg["max_channels"], tuple(cfg["channel_set"]), cfg["width"], cfg["downsample"],
                             upsample=cfg["upsample"], entropy_model=self.entropy_model)
         self.D = PatchDiscriminator(cfg["d_width"])
@@ -121,6 +129,8 @@ class VAEGANRecipe(Recipe):
             noise = torch.rand(n, cfg["max_channels"], side, side, device=rt.device) - 0.5
         if self.entropy_only:
             return "vaegan", self._entropy_step(x, mask, noise, channels)
+        if self.decoder_only:
+            return "vaegan", self._decoder_step(step, x, mask, channels)
         adversarial = cfg["adv_weight"] > 0 and step > cfg["adv_start"]
         with rt.autocast():
             x_hat, mu, logvar, y = self.model_run(x, mask, noise, True)
@@ -158,6 +168,36 @@ class VAEGANRecipe(Recipe):
         return {"loss": bpp.item(), **parts, "channels": channels, "grad_norm": grad_norm,
                 "lr": self.opt_prior.param_groups[0]["lr"]}
 
+    def _decoder_step(self, step: int, x: torch.Tensor, mask: torch.Tensor, channels: int) -> dict[str, float]:
+        """trainable=decoder: one step of the decoder on the latents the codec's files carry (z and y rounded
+        around the entropy model's means, quant_scale 1), the encoder and the entropy model frozen, so the files
+        (and their rate) stay what they were and the loss is the distortion alone."""
+        cfg = self.cfg
+        with torch.no_grad():
+            with self.rt.autocast():
+                mu = self.model.encode(x)
+            y_hat = self._file_latent(mu.float() * mask, channels) * self.quant_step
+        adversarial = cfg["adv_weight"] > 0 and step > cfg["adv_start"]
+        with self.rt.autocast():  # the module, not DDP's wrapper: only the decoder has gradients, averaged below
+            x_hat = self.model.decode(y_hat.contiguous(memory_format=torch.channels_last) if self.rt.channels_last
+                                      else y_hat, channels=channels).float()
+        loss_d = self._discriminator_step(x, x_hat) if adversarial else torch.zeros(())
+        loss, parts = self._distortion(x, x_hat, adversarial)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        decoder = self.model.decoder
+        self.rt.all_reduce_mean_(p.grad for p in decoder.parameters() if p.grad is not None)
+        grad_norm = clip(decoder, cfg["grad_clip"])
+        self.opt.step()
+        return {"loss": loss.item(), **parts, "loss_d": loss_d.item(), "channels": channels, "grad_norm": grad_norm,
+                "lr": self.opt.param_groups[0]["lr"]}
+
+    def _file_latent(self, mu: torch.Tensor, channels: int) -> torch.Tensor:
+        """What a decoder reads from the file of ``mu`` (masked, symbol units) at quant_scale 1."""
+        if self.hyper is not None:
+            return self.hyper.decoded_latent(mu, channels)
+        return torch.round(mu)
+
     def _rate(self, mu: torch.Tensor, y: torch.Tensor, channels: int, pixels: int
               ) -> tuple[torch.Tensor, dict[str, float]]:
         """Bits per pixel of the coded channels of the noisy latent ``y`` (``mu``: its means, masked)."""
@@ -181,7 +221,8 @@ class VAEGANRecipe(Recipe):
         self.opt_d.step()
         return loss_d
 
-    def _loss(self, x, x_hat, mu, logvar, y, mask, channels: int, adversarial: bool):
+    def _distortion(self, x, x_hat, adversarial: bool) -> tuple[torch.Tensor, dict[str, float]]:
+        """The reconstruction, MS-SSIM and (when ``adversarial``) generator terms of the loss."""
         cfg = self.cfg
         recon = F.mse_loss(x_hat, x) if cfg["recon_loss"] == "mse" else F.l1_loss(x_hat, x)
         loss, parts = recon, {"recon": recon.item()}
@@ -189,6 +230,18 @@ class VAEGANRecipe(Recipe):
             msssim = ms_ssim_loss(x_hat, x)
             loss = loss + cfg["msssim_weight"] * msssim
             parts["ms_ssim_loss"] = msssim.item()
+        if adversarial:
+            self.D.requires_grad_(False)
+            with self.rt.autocast():
+                loss_adv = g_hinge_loss(self.D(x_hat).float())
+            self.D.requires_grad_(True)
+            loss = loss + cfg["adv_weight"] * loss_adv
+            parts["loss_adv"] = loss_adv.item()
+        return loss, parts
+
+    def _loss(self, x, x_hat, mu, logvar, y, mask, channels: int, adversarial: bool):
+        cfg = self.cfg
+        loss, parts = self._distortion(x, x_hat, adversarial)
         # KL per image pixel (nats): same scale at every crop size and downsampling factor
         kl = kl_divergence(mu, logvar, mask) / cfg["downsample"] ** 2
         if cfg["kl_weight"] > 0:
@@ -198,13 +251,6 @@ class VAEGANRecipe(Recipe):
             bpp, rate_parts = self._rate(mu * mask, y, channels, x.shape[0] * x.shape[2] * x.shape[3])
             loss = loss + cfg["rate_lambda"] * bpp
             parts.update(rate_parts)
-        if adversarial:
-            self.D.requires_grad_(False)
-            with self.rt.autocast():
-                loss_adv = g_hinge_loss(self.D(x_hat).float())
-            self.D.requires_grad_(True)
-            loss = loss + cfg["adv_weight"] * loss_adv
-            parts["loss_adv"] = loss_adv.item()
         return loss, parts
 
     def finish(self, train_ds) -> None:
@@ -235,7 +281,7 @@ class VAEGANRecipe(Recipe):
     def summary(self) -> dict[str, Any]:
         return {"quant_step": self.quant_step, "rate_aware": self.rate_aware, "prior_fitted": not self.rate_aware,
                 "entropy_model": self.entropy_model, "hyper_context": self.context,
-                "trainable": "entropy_model" if self.entropy_only else "all"}
+                "trainable": self.trainable}
 
     def export(self, path: Path, metadata: dict[str, Any]) -> str:
         return save_vaegan(path, model=self.model, prior=self.prior, quant_step=self.quant_step,
