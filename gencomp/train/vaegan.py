@@ -179,8 +179,7 @@ class VAEGANRecipe(Recipe):
             y_hat = self._file_latent(mu.float() * mask, channels) * self.quant_step
         adversarial = cfg["adv_weight"] > 0 and step > cfg["adv_start"]
         with self.rt.autocast():  # the module, not DDP's wrapper: only the decoder has gradients, averaged below
-            x_hat = self.model.decode(y_hat.contiguous(memory_format=torch.channels_last) if self.rt.channels_last
-                                      else y_hat, channels=channels).float()
+            x_hat = self.model.decode(self.rt.to_device(y_hat), channels=channels).float()
         loss_d = self._discriminator_step(x, x_hat) if adversarial else torch.zeros(())
         loss, parts = self._distortion(x, x_hat, adversarial)
         self.opt.zero_grad(set_to_none=True)
