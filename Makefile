@@ -18,10 +18,11 @@ $(VENV)/.installed: pyproject.toml
 repro: install
 	PATH="$(abspath $(BIN)):$$PATH" dvc repro
 
-# one pytest-xdist worker per core; worksteal keeps both busy while one runs the minutes-long pipeline tests
+# one pytest-xdist worker per core; worksteal keeps both busy while one runs the minutes-long pipeline tests;
+# the slowest tests are listed so a CI log shows where the suite's 15-minute budget goes
 TEST_WORKERS ?= auto
 test: install
-	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
+	PATH="$(abspath $(BIN)):$$PATH" $(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 bench: install
 	PATH="$(abspath $(BIN)):$$PATH" $(PY) benchmarks/run_all.py
