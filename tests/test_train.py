@@ -74,6 +74,12 @@ def test_resolve_preset_rejects_unknown_and_mistyped_settings():
         resolve_preset("vaegan", "demo", {"upsample": "bilinear"})
     with pytest.raises(ValueError, match="must be a number"):
         resolve_preset("vaegan", "demo", {"lr": "fast"})
+    with pytest.raises(ValueError, match=r"channel_weights .* \(one per channel_set entry"):
+        resolve_preset("vaegan", "demo", {"channel_weights": [1, 1]})  # channel_set has five entries
+    with pytest.raises(ValueError, match="channel_weights"):
+        resolve_preset("vaegan", "demo", {"channel_weights": [0, 0, 0, 0, 0]})
+    with pytest.raises(ValueError, match="channel_weights"):
+        resolve_preset("vaegan", "demo", {"channel_weights": [1, -1, 1, 1, 1]})
     cfg = resolve_preset("vaegan", "demo", {"kl_weight": 0})
     assert cfg["kl_weight"] == 0.0 and isinstance(cfg["kl_weight"], float)
     # PyYAML reads "3e-4" (no dot) as a string; a float setting takes it as the number it spells
@@ -145,6 +151,15 @@ def test_train_vaegan_rate_aware_learns_prior(tmp_path):
     mean, _ = loaded.prior.channel_params()
     assert np.any(mean != 0)  # the prior's own optimiser moved it
     assert "val_note" not in summary and summary["val"] == {}  # no val data injected: no val metrics
+
+
+def test_channel_weights_decide_which_channel_counts_the_steps_train(tmp_path):
+    # in channel_set's order as written ([8, 28, 2]), not the recipe's sorted one: only 2 and 28 may be drawn
+    overrides = dict(TINY_VAEGAN, steps=12, rate_lambda=0.05, channel_set=[8, 28, 2], channel_weights=[0, 3, 1])
+    train("vaegan", data_dir=None, out_dir=tmp_path / "weighted", overrides=overrides, dataset=AstronautCrops(32),
+          progress=False)
+    drawn = {r["channels"] for r in _lines(tmp_path / "weighted" / "metrics.jsonl")}
+    assert drawn <= {28, 2} and 28 in drawn
 
 
 def test_resume_refuses_a_different_experiment(tmp_path):

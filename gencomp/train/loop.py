@@ -62,7 +62,8 @@ RESUMABLE_CHANGES = {"steps", "encoder_steps", "checkpoint_every", "log_every", 
 # an older checkpoint lacks them, and must still resume when they have that value.
 ADDED_SETTINGS = {"epochs_per_pass": 1, "init_from": "", "architecture": "preset"}
 ADDED_KIND_SETTINGS = {  # the same, for one kind
-    "vaegan": {"entropy_model": "channel", "hyper_channels": 64, "hyper_context": "none", "trainable": "all"},
+    "vaegan": {"entropy_model": "channel", "hyper_channels": 64, "hyper_context": "none", "trainable": "all",
+               "channel_weights": []},
     "gan": {"recon_weight": 0.0, "recon_latent_weight": 0.1},
 }
 WARMUP_STEPS = 20  # steps left out of steady_images_per_s (compilation and autotuning happen in them)

@@ -16,6 +16,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+# channel_weights: how often a step trains each of channel_set's channel counts, in channel_set's order (relative
+# weights); [] trains each equally often. The codec's default is the largest count, which a uniform draw trains on
+# only one step in len(channel_set): weighting it up spends more of a short run on the rate that ships.
+
 # Keys shared by both kinds (the loop reads them the same way for each).
 _COMMON = {
     "seed": 0,
@@ -150,6 +154,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "crop": 64,
             "max_channels": 28,
             "channel_set": [28, 16, 8, 4, 2],
+            "channel_weights": [],  # each channel count's share of the steps (note above _COMMON)
             "width": 32,
             "d_width": 16,
             "downsample": 16,
@@ -181,6 +186,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "crops_per_image": 4,
             "max_channels": 28,
             "channel_set": [28, 16, 8, 4, 2],
+            "channel_weights": [],  # each channel count's share of the steps (note above _COMMON)
             "width": 64,
             "d_width": 32,
             "downsample": 16,
@@ -211,6 +217,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "crop": 256,
             "max_channels": 28,
             "channel_set": [28, 16, 8, 4, 2],
+            "channel_weights": [],  # each channel count's share of the steps (note above _COMMON)
             "width": 192,
             "d_width": 64,
             "downsample": 16,
@@ -406,3 +413,9 @@ def _check_ranges(kind: str, cfg: dict[str, Any]) -> None:
         if (not channel_set or not all(isinstance(c, int) and not isinstance(c, bool) for c in channel_set)
                 or max(channel_set) > cfg["max_channels"] or min(channel_set) < 1):
             raise PresetError(f"channel_set {channel_set} must be integers within 1..max_channels", "channel_set")
+        weights = cfg.get("channel_weights", [])
+        if weights and (len(weights) != len(channel_set)
+                        or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in weights)
+                        or sum(weights) <= 0):
+            raise PresetError(f"channel_weights {weights} must be [] or {len(channel_set)} numbers >= 0 (one per "
+                              f"channel_set entry, in its order) with a positive sum", "channel_weights")

@@ -53,6 +53,9 @@ class VAEGANRecipe(Recipe):
         self.quant_step = 1.0 if self.rate_aware else cfg["quant_step"]  # the rate term's noise has width 1
         self.prior_fitted = False
         self.channel_set = sorted(cfg["channel_set"], reverse=True)
+        weights = cfg.get("channel_weights") or []  # in the setting's order; channel_set is re-sorted here
+        share = dict(zip(cfg["channel_set"], weights))
+        self.channel_weights = torch.tensor([float(share[c]) for c in self.channel_set]) if weights else None
         # checkpoints written before the option existed carry no entropy_model: they trained the channel prior
         self.entropy_model = cfg.get("entropy_model", "channel")
         if self.entropy_model == "hyperprior" and not self.rate_aware:
@@ -121,7 +124,7 @@ class VAEGANRecipe(Recipe):
             set_lr(opt, base, factor)
         for group in self.opt_prior.param_groups:  # the hyperprior's z density: faster (see __init__)
             group["lr"] *= group.get("lr_factor", 1.0)
-        channels = self.channel_set[int(torch.randint(len(self.channel_set), ()).item())]
+        channels = self._draw_channels()
         mask = self.model.channel_mask(channels, device=rt.device)
         noise = None
         if self.rate_aware:  # uniform noise stands in for rounding (Balle et al.), differentiable
@@ -151,6 +154,13 @@ class VAEGANRecipe(Recipe):
             self.opt_prior.step()
         return "vaegan", {"loss": loss.item(), **parts, "loss_d": loss_d.item(), "channels": channels,
                           "grad_norm": grad_norm, "lr": self.opt.param_groups[0]["lr"]}
+
+    def _draw_channels(self) -> int:
+        """This step's channel count: equally often each (one randint, the draw of runs before the setting
+        existed, so they reproduce), or by ``channel_weights``."""
+        if self.channel_weights is None:
+            return self.channel_set[int(torch.randint(len(self.channel_set), ()).item())]
+        return self.channel_set[int(torch.multinomial(self.channel_weights, 1).item())]
 
     def _entropy_step(self, x: torch.Tensor, mask: torch.Tensor, noise: torch.Tensor, channels: int
                       ) -> dict[str, float]:
