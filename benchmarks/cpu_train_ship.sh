@@ -12,8 +12,9 @@
 # gained during their anneal and not at the full rate (BENCHMARKS.md, "The CPU recipe as one cosine"), so most of
 # the time goes to one long cosine. Both resume (RESUME_ONLY) and every phase's end writes the model file to
 # OUT_DIR. The check then scores the run against the shipped model on the photo shards' test split and, with
-# KODAK_DIR, on Kodak: ship the file (scripts/ship_model.py) only when it wins there. AMP (default: bf16 on a CPU with AMX or
-# AVX512-BF16, where it takes about 2.6 times the steps of fp32 in the same time; auto, i.e. fp32, elsewhere).
+# KODAK_DIR, on Kodak: ship the file (scripts/ship_model.py) only when it wins there. AMP (default: bf16 on a CPU
+# with AMX or AVX512-BF16, where it takes about 2.6 times the steps of fp32 in the same time; auto, i.e. fp32,
+# elsewhere).
 set -u
 export NPROC=${NPROC:-2} THREADS=${THREADS:-1} WORKERS=${WORKERS:-0}
 export JOBS=${JOBS:-vaegan-photos-hyper} PHASE1_S=${PHASE1_S:-900} PHASE2_S=${PHASE2_S:-7800}
